@@ -1,0 +1,60 @@
+# The two commands of the contract are `make demo` and `make test`; the rest are the
+# pieces they are built from, handy on their own.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VEHICLES ?= 10
+DURATION ?= 60
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
+
+.PHONY: demo test lint typecheck pytest aws setup receiver consumer simulate aggregate clean
+
+# Stamp files make re-runs skip installs unless the requirement files changed.
+$(BIN)/.runtime: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -r requirements.txt
+	touch $@
+
+$(BIN)/.test: $(BIN)/.runtime requirements-test.txt
+	$(PIP) -r requirements-test.txt
+	touch $@
+
+## demo: the whole pipeline on the embedded AWS, with a summary; non-zero if a reading is lost
+demo: $(BIN)/.runtime
+	$(BIN)/python scripts/demo.py --vehicles $(VEHICLES) --duration $(DURATION)
+
+## test: lint, type-check, then every test with the coverage gate
+test: lint typecheck pytest
+
+lint: $(BIN)/.test
+	$(BIN)/ruff check src scripts tests
+	$(BIN)/ruff format --check src scripts tests
+
+typecheck: $(BIN)/.test
+	$(BIN)/mypy
+
+pytest: $(BIN)/.test
+	$(BIN)/python -m pytest
+
+## The four terminals, by hand (see README): the embedded AWS first.
+aws: $(BIN)/.runtime
+	$(BIN)/moto_server -H 127.0.0.1 -p 4566
+
+setup: $(BIN)/.runtime
+	$(BIN)/python scripts/setup_sqs.py
+
+receiver: $(BIN)/.runtime
+	$(BIN)/uvicorn src.receiver.app:app --port 8000
+
+consumer: $(BIN)/.runtime
+	$(BIN)/python -m src.consumer.batch_consumer
+
+simulate: $(BIN)/.runtime
+	$(BIN)/python -m src.generator.simulator --vehicles $(VEHICLES) --duration $(DURATION)
+
+aggregate: $(BIN)/.runtime
+	$(BIN)/python -m src.aggregator.hourly_stats
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov

@@ -1,0 +1,71 @@
+"""AWS clients, created the same way for moto and for real AWS.
+
+Nothing here knows about moto: an endpoint URL in the settings (``AWS_ENDPOINT_URL``) is
+all that points the clients at the embedded server. Credentials from the settings are
+passed explicitly because ``.env`` values are not in ``os.environ``, where botocore
+would otherwise look for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Literal
+
+import botocore.session
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.config import Config
+
+from src.common.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient as SyncSQSClient
+    from types_aiobotocore_sqs.client import SQSClient
+else:
+    SQSClient = Any
+    SyncSQSClient = Any
+
+
+def _client_kwargs(settings: CommonSettings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"region_name": settings.aws_default_region}
+    if settings.aws_endpoint_url:
+        kwargs["endpoint_url"] = settings.aws_endpoint_url
+    if settings.aws_access_key_id and settings.aws_secret_access_key:
+        kwargs["aws_access_key_id"] = settings.aws_access_key_id
+        kwargs["aws_secret_access_key"] = settings.aws_secret_access_key.get_secret_value()
+    return kwargs
+
+
+@asynccontextmanager
+async def sqs_client(
+    settings: CommonSettings,
+    *,
+    connect_timeout_s: float = 5.0,
+    read_timeout_s: float = 60.0,
+    max_attempts: int = 3,
+    max_pool_connections: int = 50,
+) -> AsyncIterator[SQSClient]:
+    """One long-lived async SQS client; the caller bounds its timeouts to its own needs."""
+    config = AioConfig(
+        connect_timeout=connect_timeout_s,
+        read_timeout=read_timeout_s,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        max_pool_connections=max_pool_connections,
+    )
+    async with get_session().create_client("sqs", config=config, **_client_kwargs(settings)) as client:
+        yield client
+
+
+def sync_client(service: Literal["sqs"], settings: CommonSettings) -> SyncSQSClient:
+    """A blocking client for scripts (setup, redrive), where an event loop buys nothing."""
+    config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 5, "mode": "standard"})
+    return botocore.session.get_session().create_client(service, config=config, **_client_kwargs(settings))
+
+
+async def resolve_queue_url(client: SQSClient, settings: CommonSettings) -> str:
+    """The queue URL from the settings, or looked up by name (one call, at start)."""
+    if settings.sqs_queue_url:
+        return settings.sqs_queue_url
+    response = await client.get_queue_url(QueueName=settings.sqs_queue_name)
+    return response["QueueUrl"]

@@ -1,0 +1,68 @@
+"""The storage layout of the contract: hive-style hour partitions and batch file names.
+
+The consumer writes this layout, the aggregator and the load test read it; keeping the
+naming in one place means they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+HOUR_LABEL_FORMAT = "%Y-%m-%dT%H"
+BATCH_FILE_RE = re.compile(r"^batch-(?P<ms>\d{13})(?:-(?P<writer>[A-Za-z0-9_]+))?\.jsonl$")
+
+
+def hour_start(moment: datetime) -> datetime:
+    """The UTC hour ``moment`` falls in."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hour_partition(moment: datetime) -> Path:
+    """``year=YYYY/month=MM/day=DD/hour=HH`` for the UTC hour of ``moment``."""
+    h = moment.astimezone(UTC)
+    return Path(f"year={h:%Y}", f"month={h:%m}", f"day={h:%d}", f"hour={h:%H}")
+
+
+def hour_label(moment: datetime) -> str:
+    """``YYYY-MM-DDTHH``: how the CLI and the aggregated file names name an hour."""
+    return moment.astimezone(UTC).strftime(HOUR_LABEL_FORMAT)
+
+
+def parse_hour_label(label: str) -> datetime:
+    """The start of the UTC hour named ``YYYY-MM-DDTHH``; raises ValueError otherwise."""
+    return datetime.strptime(label, HOUR_LABEL_FORMAT).replace(tzinfo=UTC)
+
+
+def previous_full_hour(now: datetime) -> datetime:
+    """The last hour that has fully ended at ``now`` (the aggregator's default)."""
+    return hour_start(now) - timedelta(hours=1)
+
+
+def batch_file_name(durable_at_ms: int, writer_id: str | None = None) -> str:
+    """``batch-<13-digit unix ms>[-<writer id>].jsonl``."""
+    suffix = f"-{writer_id}" if writer_id else ""
+    return f"batch-{durable_at_ms:013d}{suffix}.jsonl"
+
+
+def batch_file_ms(name: str) -> int | None:
+    """The unix ms a batch file name carries, or None if ``name`` is not a batch file."""
+    match = BATCH_FILE_RE.match(name)
+    return int(match["ms"]) if match else None
+
+
+def raw_hour_dir(raw_dir: Path, hour: datetime) -> Path:
+    return raw_dir / hour_partition(hour)
+
+
+def batch_files(raw_dir: Path, hour: datetime) -> list[Path]:
+    """The complete batch files of one hour, oldest first (temporary files excluded)."""
+    directory = raw_hour_dir(raw_dir, hour)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if batch_file_ms(p.name) is not None)
+
+
+def aggregated_file_name(hour: datetime) -> str:
+    return f"aggregated-{hour_label(hour)}.json"

@@ -1,0 +1,98 @@
+"""Typed settings, one object per process, read once at start.
+
+Values come from the environment and from ``.env`` in the working directory (real
+environment variables win). Each service gets a subclass with only what it needs, so a
+misconfigured process fails at start with a clear message rather than midway.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """What every process needs: where AWS is, which queue, where data lives."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
+
+    aws_endpoint_url: str | None = Field(None, description="Unset means real AWS; the moto server locally")
+    aws_default_region: str = "us-east-1"
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    sqs_queue_url: str | None = Field(None, description="If unset, resolved from sqs_queue_name")
+    sqs_queue_name: str = "telemetry-queue-dev"
+    data_dir: Path = Path("data")
+    s3_bucket: str | None = None
+    log_level: str = "INFO"
+
+    @field_validator("aws_endpoint_url", "sqs_queue_url", "s3_bucket", "aws_access_key_id", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def dlq_name(self) -> str:
+        return f"{self.sqs_queue_name}-dlq"
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def aggregated_dir(self) -> Path:
+        return self.data_dir / "aggregated"
+
+
+class ReceiverSettings(CommonSettings):
+    """The HTTP receiver: who may post, what a reading may look like, how long SQS may take."""
+
+    api_key: SecretStr = Field(description="Accepted key, or a comma-separated list for rotation")
+    max_clock_skew_s: float = Field(300.0, gt=0)
+    max_reading_age_h: float = Field(168.0, gt=0)
+    max_reading_bytes: int = Field(16_384, gt=0, description="Body limit of POST /ingest")
+    max_batch_bytes: int = Field(1_048_576, gt=0, description="Body limit of POST /ingest/batch")
+    max_batch_readings: int = Field(1_000, gt=0)
+    sqs_timeout_s: float = Field(5.0, gt=0, description="Bound on one publish, retries included")
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        return tuple(key.strip() for key in self.api_key.get_secret_value().split(",") if key.strip())
+
+    @field_validator("api_key")
+    @classmethod
+    def _at_least_one_key(cls, value: SecretStr) -> SecretStr:
+        if not any(key.strip() for key in value.get_secret_value().split(",")):
+            raise ValueError("API_KEY holds no key")
+        return value
+
+
+class ConsumerSettings(CommonSettings):
+    """The batch consumer: when a batch flushes and how big a file may grow."""
+
+    batch_size: int = Field(100, gt=0, description="Readings that trigger a flush")
+    batch_timeout_s: float = Field(2.0, gt=0, description="Flush this long after a batch's first reading")
+    file_rotation_mb: float = Field(5.0, gt=0, description="Largest batch file; bigger flushes are split")
+    receive_concurrency: int = Field(4, gt=0, description="Long polls kept in flight at once")
+    wait_time_s: int = Field(20, ge=0, le=20, description="SQS long-poll wait")
+    writer_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_]{1,32}$", description="File name suffix; random if unset")
+
+
+class AggregatorSettings(CommonSettings):
+    """The hourly aggregator needs nothing beyond the common settings yet."""
+
+
+class GeneratorSettings(CommonSettings):
+    """The simulator: where to send and with which key."""
+
+    api_key: SecretStr | None = None
+    receiver_url: str = "http://127.0.0.1:8000"
+
+    @property
+    def first_api_key(self) -> str | None:
+        if self.api_key is None:
+            return None
+        keys = [key.strip() for key in self.api_key.get_secret_value().split(",") if key.strip()]
+        return keys[0] if keys else None
