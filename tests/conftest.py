@@ -1,0 +1,79 @@
+"""Fixtures every test shares: an isolated environment and an embedded AWS.
+
+Unit tests talk to moto through ``ThreadedMotoServer`` (moto's server on a thread in
+this process) rather than ``mock_aws``: aiobotocore's async HTTP layer does not go
+through the hooks ``mock_aws`` patches, while a real HTTP endpoint works for both the
+async and the blocking clients, exactly as the services use them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+from src.common.provisioning import Queues, provision_queues
+from src.common.settings import CommonSettings
+
+SETTINGS_VARIABLES = (
+    "API_KEY",
+    "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_PROFILE",
+    "SQS_QUEUE_URL",
+    "SQS_QUEUE_NAME",
+    "DATA_DIR",
+    "S3_BUCKET",
+    "BATCH_SIZE",
+    "BATCH_TIMEOUT_S",
+    "FILE_ROTATION_MB",
+    "LOG_LEVEL",
+    "RECEIVER_URL",
+    "WRITER_ID",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test runs in its own empty directory with none of the developer's settings.
+
+    Settings read ``.env`` from the working directory, so a developer's own ``.env``
+    must never leak into a test.
+    """
+    for name in SETTINGS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One embedded AWS for the whole session, on a free loopback port."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point every client at the embedded AWS, with a queue name of this test's own."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("SQS_QUEUE_NAME", f"telemetry-test-{uuid.uuid4().hex[:10]}")
+    return moto_endpoint
+
+
+@pytest.fixture
+def queues(aws_env: str) -> Queues:
+    """The contract's queue and dead-letter queue, fresh for this test."""
+    return provision_queues(CommonSettings())
