@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, not installed
 
-from src.common.logs import configure_logging  # noqa: E402
-from src.common.provisioning import provision_queues  # noqa: E402
-from src.common.settings import CommonSettings  # noqa: E402
+from src.common.logs import configure_logging
+from src.common.provisioning import provision_queues
+from src.common.settings import CommonSettings
 
 
 def main() -> int:

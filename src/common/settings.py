@@ -77,7 +77,9 @@ class ConsumerSettings(CommonSettings):
     file_rotation_mb: float = Field(5.0, gt=0, description="Largest batch file; bigger flushes are split")
     receive_concurrency: int = Field(4, gt=0, description="Long polls kept in flight at once")
     wait_time_s: int = Field(20, ge=0, le=20, description="SQS long-poll wait")
-    writer_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_]{1,32}$", description="File name suffix; random if unset")
+    writer_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_]{1,32}$", description="File name suffix; random per process if unset"
+    )
 
 
 class AggregatorSettings(CommonSettings):
