@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import botocore.session
 from aiobotocore.config import AioConfig
@@ -60,7 +60,8 @@ async def sqs_client(
 def sync_client(service: Literal["sqs"], settings: CommonSettings) -> SyncSQSClient:
     """A blocking client for scripts (setup, redrive), where an event loop buys nothing."""
     config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 5, "mode": "standard"})
-    return botocore.session.get_session().create_client(service, config=config, **_client_kwargs(settings))
+    client = botocore.session.get_session().create_client(service, config=config, **_client_kwargs(settings))
+    return cast("SyncSQSClient", client)
 
 
 async def resolve_queue_url(client: SQSClient, settings: CommonSettings) -> str:
