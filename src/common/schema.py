@@ -134,7 +134,7 @@ class StoredReading(Reading):
 
     @classmethod
     def stamp(cls, reading: Reading, received_at: datetime) -> StoredReading:
-        return cls.model_construct(**dict(reading), ingest_received_at=received_at.astimezone(UTC))
+        return cls.model_construct(**{**dict(reading), "ingest_received_at": received_at.astimezone(UTC)})
 
 
 class NaturalKey(NamedTuple):

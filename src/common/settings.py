@@ -81,6 +81,11 @@ class ConsumerSettings(CommonSettings):
         None, pattern=r"^[A-Za-z0-9_]{1,32}$", description="File name suffix; random per process if unset"
     )
 
+    @field_validator("writer_id", mode="before")
+    @classmethod
+    def _blank_writer_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
 
 class AggregatorSettings(CommonSettings):
     """The hourly aggregator needs nothing beyond the common settings yet."""

@@ -1,0 +1,290 @@
+"""The SQS message codec (contract.md, "SQS"): every body form round-trips, every poison form is named."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import zlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from src.common.envelope import (
+    SQS_MAX_MESSAGE_BYTES,
+    ZLIB_BASE64,
+    MessageDecodeError,
+    decode_body,
+    encode_envelope,
+    encode_record,
+    pack,
+    serialize,
+)
+from src.common.schema import StoredReading
+
+RECEIVED_AT = datetime(2025, 10, 19, 12, 34, 56, 200000, tzinfo=UTC)
+
+
+def record_dict(i: int = 0, **changes: Any) -> dict[str, Any]:
+    """A stored record in the seed's v1 shape; ``i`` makes its natural key distinct."""
+    moment = datetime(2025, 10, 19, 12, 34, 56, 123000, tzinfo=UTC) + timedelta(milliseconds=i)
+    document: dict[str, Any] = {
+        "timestamp": moment.isoformat().replace("+00:00", "Z"),
+        "vehicle_id": f"veh-{i % 1000:05d}",
+        "can_id": "0x1F0",
+        "payload": {
+            "battery_soc": 85.5,
+            "battery_voltage": 400.2,
+            "battery_current": -15.3,
+            "cell_voltage_min": 3.45,
+            "cell_voltage_max": 3.67,
+            "cell_temp_min": 28.5,
+            "cell_temp_max": 31.2,
+        },
+        "ingest_received_at": RECEIVED_AT.isoformat(),
+    }
+    document.update(changes)
+    return document
+
+
+def record(i: int = 0, **changes: Any) -> StoredReading:
+    return StoredReading.model_validate(record_dict(i, **changes))
+
+
+def records(n: int) -> list[StoredReading]:
+    return [record(i) for i in range(n)]
+
+
+def compressed(payload: Any) -> str:
+    """A compressed v2 body around ``payload`` (normally the records array)."""
+    raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return json.dumps({"v": 2, "encoding": ZLIB_BASE64, "data": base64.b64encode(zlib.compress(raw)).decode()})
+
+
+# --- round trips ----------------------------------------------------------------------
+
+
+def test_v1_body_round_trips_one_record() -> None:
+    original = record()
+    body = encode_record(original)
+    assert json.loads(body) == json.loads(original.model_dump_json())
+    assert "v" not in json.loads(body)
+    assert decode_body(body) == [original]
+
+
+def test_seed_v1_json_decodes_as_is() -> None:
+    # The seed published v1 bodies: a stored record with nothing around it.
+    body = json.dumps(record_dict(ingest_received_at="2025-10-19T12:34:56.200Z"))
+    (decoded,) = decode_body(body)
+    assert decoded.vehicle_id == "veh-00000"
+    assert decoded.ingest_received_at == RECEIVED_AT
+
+
+def test_bytes_bodies_decode_like_text() -> None:
+    original = record()
+    assert decode_body(encode_record(original).encode()) == [original]
+
+
+def test_v2_envelope_round_trips_records_in_order() -> None:
+    originals = records(5)
+    body = encode_envelope([serialize(r) for r in originals])
+    document = json.loads(body)
+    assert document["v"] == 2
+    assert len(document["records"]) == 5
+    assert decode_body(body) == originals
+
+
+def test_compressed_v2_envelope_round_trips_and_names_its_encoding() -> None:
+    originals = records(50)
+    body = encode_envelope([serialize(r) for r in originals], compress=True)
+    document = json.loads(body)
+    assert document["v"] == 2
+    assert document["encoding"] == ZLIB_BASE64
+    assert "records" not in document
+    assert len(body) < len(encode_envelope([serialize(r) for r in originals]))
+    assert decode_body(body) == originals
+
+
+def test_extra_fields_survive_every_body_form() -> None:
+    original = record(gateway="gw-7")
+    line = serialize(original)
+    for body in (encode_record(original), encode_envelope([line]), encode_envelope([line], compress=True)):
+        (decoded,) = decode_body(body)
+        assert decoded.model_extra == {"gateway": "gw-7"}
+
+
+def test_serialize_is_the_compact_json_of_the_record() -> None:
+    original = record()
+    line = serialize(original)
+    assert isinstance(line, bytes)
+    assert b"\n" not in line
+    assert b": " not in line
+    assert StoredReading.model_validate_json(line) == original
+
+
+def test_decoding_validates_records_from_json_not_trusting_them() -> None:
+    # Timestamps in other zones are normalised on the way through the queue, too.
+    body = json.dumps(record_dict(timestamp="2025-10-19T14:34:56.123+02:00"))
+    (decoded,) = decode_body(body)
+    assert decoded.timestamp == datetime(2025, 10, 19, 12, 34, 56, 123000, tzinfo=UTC)
+
+
+# --- pack -----------------------------------------------------------------------------
+
+
+def test_pack_keeps_every_record_in_order_under_the_byte_limit() -> None:
+    lines = [serialize(r) for r in records(200)]
+    max_bytes = 4_000
+    groups = pack(lines, max_bytes=max_bytes)
+    assert len(groups) > 1
+    assert [line for group in groups for line in group] == lines
+    for group in groups:
+        assert group
+        assert len(encode_envelope(group).encode()) <= max_bytes
+
+
+def test_pack_fills_groups_rather_than_splitting_early() -> None:
+    lines = [serialize(r) for r in records(200)]
+    max_bytes = 4_000
+    groups = pack(lines, max_bytes=max_bytes)
+    for group, following in itertools.pairwise(groups):
+        # The next record would not have fitted into this group.
+        assert len(encode_envelope([*group, following[0]]).encode()) > max_bytes - 1
+
+
+def test_pack_uses_the_sqs_limit_by_default() -> None:
+    lines = [serialize(r) for r in records(1_000)]
+    groups = pack(lines)
+    assert len(groups) > 1
+    assert [line for group in groups for line in group] == lines
+    assert all(len(encode_envelope(group).encode()) <= SQS_MAX_MESSAGE_BYTES for group in groups)
+
+
+def test_pack_of_few_records_is_one_group() -> None:
+    lines = [serialize(r) for r in records(3)]
+    assert pack(lines) == [lines]
+
+
+def test_pack_of_nothing_is_no_groups() -> None:
+    assert pack([]) == []
+    assert pack(iter(())) == []
+
+
+def test_pack_puts_an_oversized_record_alone_rather_than_dropping_it() -> None:
+    lines = [b"x" * 10, b"y" * 100, b"z" * 10]
+    assert pack(lines, max_bytes=50) == [[b"x" * 10], [b"y" * 100], [b"z" * 10]]
+
+
+def test_pack_accepts_any_iterable() -> None:
+    lines = [serialize(r) for r in records(4)]
+    assert pack(iter(lines)) == [lines]
+
+
+def test_packed_groups_decode_back_to_the_records() -> None:
+    originals = records(60)
+    groups = pack([serialize(r) for r in originals], max_bytes=2_000)
+    decoded = [r for group in groups for r in decode_body(encode_envelope(group))]
+    assert decoded == originals
+
+
+# --- poison ---------------------------------------------------------------------------
+
+VALID_LINE = serialize(record())
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param("", "not JSON", id="empty-body"),
+        pytest.param("not json", "not JSON", id="not-json"),
+        pytest.param(b"\xff\xfe", "not JSON", id="not-utf8"),
+        pytest.param('{"v": 2, "records": [', "not JSON", id="truncated"),
+        pytest.param(
+            json.dumps(record_dict()).replace("400.2", "NaN"),
+            "not JSON",
+            id="nan-literal",
+        ),
+        pytest.param("[" + VALID_LINE.decode() + "]", "JSON list, not an object", id="json-array"),
+        pytest.param('"text"', "JSON str, not an object", id="json-string"),
+        pytest.param("null", "not an object", id="json-null"),
+        pytest.param('{"v": 3, "records": []}', "unknown envelope version 3", id="unknown-version"),
+        pytest.param('{"v": "2", "records": []}', "unknown envelope version '2'", id="version-as-string"),
+        pytest.param('{"v": 1}', "unknown envelope version 1", id="version-1-as-envelope"),
+        pytest.param('{"v": 2}', "v2 envelope without records", id="v2-without-records"),
+        pytest.param('{"v": 2, "records": []}', "not a non-empty array", id="empty-records"),
+        pytest.param('{"v": 2, "records": null}', "not a non-empty array", id="null-records"),
+        pytest.param(
+            '{"v": 2, "records": ' + VALID_LINE.decode() + "}",
+            "not a non-empty array",
+            id="records-is-object",
+        ),
+        pytest.param(
+            '{"v": 2, "encoding": "gzip+base64", "data": ""}', "unknown envelope encoding 'gzip+base64'", id="encoding"
+        ),
+        pytest.param('{"v": 2, "encoding": "zlib+base64"}', "compressed envelope does not decode", id="no-data"),
+        pytest.param(
+            '{"v": 2, "encoding": "zlib+base64", "data": "!!not base64!!"}',
+            "compressed envelope does not decode",
+            id="bad-base64",
+        ),
+        pytest.param(
+            '{"v": 2, "encoding": "zlib+base64", "data": 42}', "compressed envelope does not decode", id="data-not-str"
+        ),
+        pytest.param(
+            json.dumps({"v": 2, "encoding": ZLIB_BASE64, "data": base64.b64encode(b"not zlib at all").decode()}),
+            "compressed envelope does not decode",
+            id="bad-zlib",
+        ),
+        pytest.param(compressed(b"not json"), "compressed envelope does not decode", id="compressed-not-json"),
+        pytest.param(compressed([]), "not a non-empty array", id="compressed-empty-records"),
+        pytest.param(compressed({"a": 1}), "not a non-empty array", id="compressed-object"),
+    ],
+)
+def test_poison_bodies_raise_message_decode_error_with_reason(body: str | bytes, message: str) -> None:
+    with pytest.raises(MessageDecodeError, match=message.replace("+", r"\+")):
+        decode_body(body)
+
+
+def test_invalid_v1_record_is_poison_naming_the_field() -> None:
+    body = json.dumps(record_dict(vehicle_id="../etc"))
+    with pytest.raises(MessageDecodeError, match=r"record is not a valid reading: 1 error\(s\), first at vehicle_id"):
+        decode_body(body)
+
+
+def test_v1_record_without_received_at_is_poison() -> None:
+    document = record_dict()
+    del document["ingest_received_at"]
+    with pytest.raises(MessageDecodeError, match="first at ingest_received_at: Field required"):
+        decode_body(json.dumps(document))
+
+
+def test_empty_object_is_poison() -> None:
+    with pytest.raises(MessageDecodeError, match="record is not a valid reading"):
+        decode_body("{}")
+
+
+def test_invalid_record_inside_envelope_is_poison_naming_its_position() -> None:
+    bad = json.dumps(record_dict(1, payload={**record_dict()["payload"], "battery_soc": 101.0})).encode()
+    body = encode_envelope([VALID_LINE, bad, VALID_LINE])
+    with pytest.raises(
+        MessageDecodeError, match=r"envelope holds an invalid reading: .*first at 1\.payload\.battery_soc"
+    ):
+        decode_body(body)
+
+
+def test_invalid_record_inside_compressed_envelope_is_poison() -> None:
+    body = encode_envelope([VALID_LINE, b'{"vehicle_id": "veh-1"}'], compress=True)
+    with pytest.raises(MessageDecodeError, match="envelope holds an invalid reading"):
+        decode_body(body)
+
+
+def test_non_object_record_inside_envelope_is_poison() -> None:
+    with pytest.raises(MessageDecodeError, match="envelope holds an invalid reading: 1 error"):
+        decode_body('{"v": 2, "records": [42]}')
+
+
+def test_message_decode_error_is_a_value_error() -> None:
+    # Callers that catch ValueError for bad input also catch poison.
+    assert issubclass(MessageDecodeError, ValueError)
