@@ -1,0 +1,299 @@
+"""The batch consumer: ``python -m src.consumer.batch_consumer``.
+
+Several long polls keep SQS's receive pipe full; their messages are decoded (poison is
+logged and left for the dead-letter queue), buffered into batches by reading count or
+age, and each batch is flushed by its own task: written to hour-partitioned JSONL files,
+fsynced, and only then deleted from SQS. At most two flushes run at once, so pollers
+never wait on the disk unless too many readings are buffered (backpressure).
+
+Delivery is at least once: a crash between the write and the delete stores a reading
+twice, and downstream deduplicates by natural key. Nothing is ever deleted before it is
+durable, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from src.common.aws import SQSClient, resolve_queue_url, sqs_client
+from src.common.envelope import MessageDecodeError
+from src.common.logs import configure_logging
+from src.common.schema import StoredReading
+from src.common.settings import ConsumerSettings
+from src.consumer.batching import Batch, Batcher
+from src.consumer.metrics import ConsumerStats, batch_latencies, format_latencies
+from src.consumer.receiving import Backoff, QueueClient, parse_message, receive_count
+from src.consumer.storage import BatchWriter, WriteResult, new_writer_id
+
+log = logging.getLogger("src.consumer")
+
+MAX_CONCURRENT_FLUSHES = 2
+BACKPRESSURE_BATCHES = 10
+"""Pollers pause while more than this many batches' worth of readings are unflushed."""
+WRITE_RETRY_DELAY_S = 0.5
+BYTES_PER_MB = 1024 * 1024
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Consumer:
+    """Pollers, a batcher and flush tasks around one queue and one writer."""
+
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        queue: QueueClient,
+        writer: BatchWriter,
+        *,
+        write_retry_delay_s: float = WRITE_RETRY_DELAY_S,
+        backoff_factory: Callable[[], Backoff] = Backoff,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.writer = writer
+        self.stats = ConsumerStats()
+        self._batcher = Batcher(settings.batch_size, settings.batch_timeout_s)
+        self._write_retry_delay_s = write_retry_delay_s
+        self._backoff_factory = backoff_factory
+        self._sleep = sleep
+        self._max_unflushed = BACKPRESSURE_BATCHES * settings.batch_size
+        self._unflushed = 0
+        self._capacity = asyncio.Condition()
+        self._flush_slots = asyncio.Semaphore(MAX_CONCURRENT_FLUSHES)
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> ConsumerStats:
+        """Consume until ``stop`` is set, then drain: flush what is buffered and wait for it.
+
+        Stopping cancels the long polls in flight. A message SQS was handing to a
+        cancelled poll is not lost: we never saw it, so we never deleted it, and it
+        becomes visible again once its visibility timeout (30 s) expires.
+        """
+        dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
+        pollers = [
+            asyncio.create_task(self._poll(i), name=f"poller-{i}") for i in range(self.settings.receive_concurrency)
+        ]
+        try:
+            await stop.wait()
+        finally:
+            log.info(
+                "stopping: cancelling %d long poll(s), flushing %d buffered reading(s)",
+                len(pollers),
+                self._batcher.buffered_readings,
+            )
+            for task in pollers:
+                task.cancel()
+            await asyncio.gather(*pollers, return_exceptions=True)
+            self._batcher.close()
+            await dispatcher
+            if self._flushes:
+                await asyncio.gather(*self._flushes, return_exceptions=True)
+            log.info("consumer stopped: %s", self.stats.summary())
+        return self.stats
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def _poll(self, index: int) -> None:
+        """One long-poll loop; receive errors back off (full jitter) and recover by themselves."""
+        backoff = self._backoff_factory()
+        while True:
+            await self._wait_for_capacity()
+            try:
+                raws = await self.queue.receive()
+            except Exception as exc:
+                self.stats.receive_errors += 1
+                delay = backoff.next_delay()
+                log.warning("poller %d: receive failed (%r); retrying in %.2f s", index, exc, delay)
+                await self._sleep(delay)
+                continue
+            if backoff.attempt:
+                log.info("poller %d: receiving again after %d failed attempt(s)", index, backoff.attempt)
+                backoff.reset()
+            received_at = time.time()
+            for raw in raws:
+                self._accept(raw, received_at)
+
+    def _accept(self, raw: object, received_at: float) -> None:
+        try:
+            message = parse_message(raw, received_at)
+        except MessageDecodeError as exc:
+            self.stats.poison_receives += 1
+            message_id = raw.get("MessageId") if isinstance(raw, dict) else None
+            log.warning(
+                "poison message %s (receive count %d) left for the dead-letter queue: %s",
+                message_id,
+                receive_count(raw),
+                exc,
+            )
+            return
+        self._unflushed += len(message.records)
+        self._batcher.add(message)
+
+    async def _wait_for_capacity(self) -> None:
+        if self._unflushed < self._max_unflushed:
+            return
+        log.debug("backpressure: %d readings unflushed", self._unflushed)
+        async with self._capacity:
+            await self._capacity.wait_for(lambda: self._unflushed < self._max_unflushed)
+
+    async def _release(self, readings: int) -> None:
+        self._unflushed -= readings
+        async with self._capacity:
+            self._capacity.notify_all()
+
+    # -- flushing ----------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        """Hand each ready batch to its own flush task, at most two at a time."""
+        while (batch := await self._batcher.next_batch()) is not None:
+            await self._flush_slots.acquire()
+            task = asyncio.create_task(self._flush(batch), name=f"flush-{batch.batch_id}")
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: Batch) -> None:
+        try:
+            result = await self._write(batch)
+            if result is None:
+                return
+            outcome = await self.queue.delete(batch.messages, batch.batch_id)
+            self.stats.batches += 1
+            self.stats.readings_written += result.readings
+            self.stats.files_written += len(result.files)
+            self.stats.messages_deleted += outcome.deleted
+            self.stats.delete_failures += outcome.failed
+            log.info(
+                "batch %s flushed: readings=%d messages=%d files=%d bytes=%d %s%s",
+                batch.batch_id,
+                result.readings,
+                len(batch.messages),
+                len(result.files),
+                result.bytes,
+                format_latencies(batch_latencies(batch, result.durable_at)),
+                f" delete_failures={outcome.failed}" if outcome.failed else "",
+            )
+        except Exception:  # a bug must not kill the consumer or leak the flush slot
+            log.exception("batch %s: flush failed unexpectedly; its messages stay in SQS", batch.batch_id)
+        finally:
+            self._flush_slots.release()
+            await self._release(batch.readings)
+
+    async def _write(self, batch: Batch) -> WriteResult | None:
+        """Write the batch, retrying once; None means it failed twice and nothing is deleted.
+
+        A retry rewrites the whole batch, so a partition written before the failure may be
+        stored twice; that is a duplicate (deduplicated downstream), never a loss.
+        """
+        records = list(batch.records())
+        outcome = await asyncio.to_thread(self._try_write, records)
+        if isinstance(outcome, OSError):
+            log.warning("batch %s: write failed (%r); retrying once", batch.batch_id, outcome)
+            await self._sleep(self._write_retry_delay_s)
+            outcome = await asyncio.to_thread(self._try_write, records)
+        if isinstance(outcome, OSError):
+            self.stats.write_failures += 1
+            log.error(
+                "batch %s: write failed again (%r); readings=%d messages=%d left in SQS for redelivery",
+                batch.batch_id,
+                outcome,
+                batch.readings,
+                len(batch.messages),
+            )
+            return None
+        return outcome
+
+    def _try_write(self, records: list[StoredReading]) -> WriteResult | OSError:
+        """The blocking write, run in a worker thread; an OSError comes back as a value."""
+        try:
+            return self.writer.write(records)
+        except OSError as exc:
+            return exc
+
+
+async def _resolve_queue(client: SQSClient, settings: ConsumerSettings, stop: asyncio.Event) -> str | None:
+    """The queue URL, retrying with backoff while SQS is unreachable; None if stopped first."""
+    backoff = Backoff()
+    while not stop.is_set():
+        try:
+            return await resolve_queue_url(client, settings)
+        except Exception as exc:
+            delay = backoff.next_delay()
+            log.warning("cannot resolve queue %s (%r); retrying in %.2f s", settings.sqs_queue_name, exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+    return None
+
+
+async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
+    """Consume ``settings``' queue into ``settings.raw_dir`` until ``stop`` is set."""
+    writer = BatchWriter(
+        settings.raw_dir,
+        settings.writer_id or new_writer_id(),
+        rotation_bytes=max(1, int(settings.file_rotation_mb * BYTES_PER_MB)),
+    )
+    await asyncio.to_thread(writer.remove_stale_tmp)
+    async with sqs_client(
+        settings,
+        read_timeout_s=settings.wait_time_s + 15.0,  # a long poll must not look like a hung socket
+        max_pool_connections=settings.receive_concurrency + 4 * MAX_CONCURRENT_FLUSHES + 4,
+    ) as client:
+        queue_url = await _resolve_queue(client, settings, stop)
+        if queue_url is None:
+            return
+        log.info(
+            "consuming %s into %s as writer %s (batch_size=%d batch_timeout_s=%s pollers=%d)",
+            queue_url,
+            settings.raw_dir,
+            writer.writer_id,
+            settings.batch_size,
+            settings.batch_timeout_s,
+            settings.receive_concurrency,
+        )
+        consumer = Consumer(settings, QueueClient(client, queue_url, settings.wait_time_s), writer)
+        await consumer.run(stop)
+
+
+async def _serve(settings: ConsumerSettings) -> None:
+    """``run`` with SIGINT/SIGTERM setting the stop event (handlers need the running loop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await run(settings, stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional
+        return None
+    return uvloop.new_event_loop
+
+
+def main() -> int:
+    """Entry point: read settings once, log, consume until a signal; 0 after a clean stop."""
+    settings = ConsumerSettings()
+    configure_logging(settings.log_level)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

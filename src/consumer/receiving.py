@@ -1,0 +1,127 @@
+"""Talking to SQS: long polls, decoding bodies, deleting what is durable, backing off.
+
+Poison (a body that is not a valid reading or envelope) is never deleted here: SQS's
+redrive policy moves it to the dead-letter queue after five receives, where a human can
+look at it, and meanwhile it never holds up the valid messages around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from src.common.envelope import decode_body
+from src.consumer.batching import ReceivedMessage
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.client import SQSClient
+    from types_aiobotocore_sqs.literals import MessageSystemAttributeNameType
+    from types_aiobotocore_sqs.type_defs import DeleteMessageBatchRequestEntryTypeDef
+else:
+    SQSClient = Any
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGES = 10  # SQS's limit per ReceiveMessage and per DeleteMessageBatch
+SYSTEM_ATTRIBUTES: list[MessageSystemAttributeNameType] = ["SentTimestamp", "ApproximateReceiveCount"]
+
+
+class Backoff:
+    """Bounded exponential backoff with full jitter: delay ~ U(0, min(cap, base * 2**n)).
+
+    Full jitter spreads the retries of several pollers (and several consumers) so they do
+    not hammer a recovering endpoint in lockstep.
+    """
+
+    def __init__(self, base_s: float = 0.2, cap_s: float = 20.0, rng: Callable[[], float] = random.random) -> None:
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self._rng = rng
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        bound = min(self.cap_s, self.base_s * 2.0 ** min(self.attempt, 32))
+        self.attempt += 1
+        return bound * self._rng()
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def parse_message(raw: Any, received_at: float) -> ReceivedMessage:
+    """A received SQS message, decoded; raises MessageDecodeError for poison."""
+    attributes = raw.get("Attributes", {})
+    sent = attributes.get("SentTimestamp")
+    records = decode_body(raw.get("Body", ""))
+    return ReceivedMessage(
+        message_id=raw["MessageId"],
+        receipt_handle=raw["ReceiptHandle"],
+        records=records,
+        received_at=received_at,
+        sent_at=int(sent) / 1000.0 if sent else None,
+        receive_count=receive_count(raw),
+    )
+
+
+def receive_count(raw: Any) -> int:
+    return int(raw.get("Attributes", {}).get("ApproximateReceiveCount", 1))
+
+
+@dataclass(frozen=True)
+class DeleteOutcome:
+    deleted: int
+    failed: int
+
+
+class QueueClient:
+    """The consumer's two SQS operations on one shared async client."""
+
+    def __init__(self, client: SQSClient, queue_url: str, wait_time_s: int) -> None:
+        self._client = client
+        self.queue_url = queue_url
+        self.wait_time_s = wait_time_s
+
+    async def receive(self) -> list[Any]:
+        """One long poll: up to 10 raw messages (possibly none)."""
+        response = await self._client.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=MAX_MESSAGES,
+            WaitTimeSeconds=self.wait_time_s,
+            MessageSystemAttributeNames=SYSTEM_ATTRIBUTES,
+        )
+        return list(response.get("Messages", []))
+
+    async def delete(self, messages: Sequence[ReceivedMessage], batch_id: str) -> DeleteOutcome:
+        """Delete ``messages`` in concurrent chunks of 10; failures are logged, not raised.
+
+        A message we fail to delete is received again and stored twice; downstream
+        deduplicates by natural key, so a failure here costs bytes, never correctness.
+        """
+        chunks = [messages[i : i + MAX_MESSAGES] for i in range(0, len(messages), MAX_MESSAGES)]
+        results = await asyncio.gather(*(self._delete_chunk(chunk, batch_id) for chunk in chunks))
+        return DeleteOutcome(deleted=sum(r.deleted for r in results), failed=sum(r.failed for r in results))
+
+    async def _delete_chunk(self, chunk: Sequence[ReceivedMessage], batch_id: str) -> DeleteOutcome:
+        entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
+            {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(chunk)
+        ]
+        try:
+            response = await self._client.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        except Exception as exc:
+            log.error("batch %s: deleting %d message(s) failed: %r", batch_id, len(chunk), exc)
+            return DeleteOutcome(deleted=0, failed=len(chunk))
+        failed = response.get("Failed", [])
+        for entry in failed:
+            message = chunk[int(entry["Id"])]
+            log.error(
+                "batch %s: message %s not deleted: %s %s",
+                batch_id,
+                message.message_id,
+                entry.get("Code"),
+                entry.get("Message", ""),
+            )
+        return DeleteOutcome(deleted=len(response.get("Successful", [])), failed=len(failed))

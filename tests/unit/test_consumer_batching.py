@@ -1,0 +1,124 @@
+"""Batching: by reading count or first-reading age, never splitting a message (deletion is per message)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from src.common.schema import StoredReading
+from src.consumer.batching import Batch, Batcher, ReceivedMessage
+
+NOW = datetime.now(UTC)
+
+
+def record(i: int) -> StoredReading:
+    return StoredReading.model_validate(
+        {
+            "timestamp": (NOW - timedelta(seconds=1)).isoformat(),
+            "vehicle_id": f"veh-{i}",
+            "can_id": "0x1F0",
+            "payload": {
+                "battery_soc": 50.0,
+                "battery_voltage": 390.0,
+                "battery_current": 3.0,
+                "cell_voltage_min": 3.5,
+                "cell_voltage_max": 3.6,
+                "cell_temp_min": 20.0,
+                "cell_temp_max": 22.0,
+            },
+            "ingest_received_at": NOW.isoformat(),
+        }
+    )
+
+
+def message(readings: int, name: str = "m") -> ReceivedMessage:
+    return ReceivedMessage(
+        message_id=name, receipt_handle=f"rh-{name}", records=[record(i) for i in range(readings)], received_at=0.0
+    )
+
+
+async def test_size_trigger_counts_readings_not_messages() -> None:
+    """Two envelopes of 3 readings fill a batch of 5: the flush is by readings, whatever the message count."""
+    batcher = Batcher(batch_size=5, timeout_s=60)
+    batcher.add(message(3, "a"))
+    assert batcher.buffered_readings == 3
+    batcher.add(message(3, "b"))
+
+    batch = await asyncio.wait_for(batcher.next_batch(), 5)
+    assert batch is not None
+    assert batch.readings == 6 and [m.message_id for m in batch.messages] == ["a", "b"]
+    assert len(list(batch.records())) == 6
+    assert batcher.buffered_readings == 0
+
+
+async def test_message_records_are_never_split_across_batches() -> None:
+    """A message's records all travel in one batch, since SQS deletes whole messages."""
+    batcher = Batcher(batch_size=4, timeout_s=60)
+    batcher.add(message(3, "a"))
+    batcher.add(message(7, "b"))  # overflows the size bound rather than splitting
+    batcher.add(message(4, "c"))
+
+    first = await asyncio.wait_for(batcher.next_batch(), 5)
+    second = await asyncio.wait_for(batcher.next_batch(), 5)
+    assert first is not None and second is not None
+    assert [(m.message_id, len(m.records)) for m in first.messages] == [("a", 3), ("b", 7)]
+    assert [(m.message_id, len(m.records)) for m in second.messages] == [("c", 4)]
+
+
+async def test_timeout_trigger_flushes_a_lone_reading() -> None:
+    """A batch below the size bound still flushes once its first reading is timeout_s old."""
+    batcher = Batcher(batch_size=100, timeout_s=0.05)
+    waiter = asyncio.create_task(batcher.next_batch())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # nothing buffered: nothing to flush
+    batcher.add(message(1))
+
+    batch = await asyncio.wait_for(waiter, 5)
+    assert batch is not None and batch.readings == 1
+
+
+async def test_timeout_runs_from_the_first_reading_not_the_last() -> None:
+    """Steady trickles cannot postpone a flush forever: the deadline is set by the first reading."""
+    now = [0.0]
+    batcher = Batcher(batch_size=100, timeout_s=1.0, clock=lambda: now[0])
+    batcher.add(message(1, "first"))
+    now[0] = 0.9
+    batcher.add(message(1, "second"))
+    now[0] = 1.0
+
+    batch = await asyncio.wait_for(batcher.next_batch(), 5)
+    assert batch is not None and [m.message_id for m in batch.messages] == ["first", "second"]
+
+
+async def test_close_flushes_the_partial_batch_then_ends() -> None:
+    """On stop, buffered readings come out as a final batch, then next_batch returns None."""
+    batcher = Batcher(batch_size=100, timeout_s=60)
+    batcher.add(message(2))
+    batcher.close()
+
+    batch = await asyncio.wait_for(batcher.next_batch(), 5)
+    assert batch is not None and batch.readings == 2
+    assert await asyncio.wait_for(batcher.next_batch(), 5) is None
+    with pytest.raises(RuntimeError):
+        batcher.add(message(1))
+
+
+async def test_close_wakes_a_waiting_consumer() -> None:
+    batcher = Batcher(batch_size=10, timeout_s=60)
+    waiter = asyncio.create_task(batcher.next_batch())
+    await asyncio.sleep(0.01)
+    batcher.close()
+    assert await asyncio.wait_for(waiter, 5) is None
+
+
+async def test_empty_message_adds_nothing() -> None:
+    batcher = Batcher(batch_size=1, timeout_s=60)
+    batcher.add(message(0))
+    assert batcher.buffered_readings == 0
+
+
+def test_batches_get_short_distinct_ids() -> None:
+    ids = {Batch().batch_id for _ in range(50)}
+    assert len(ids) == 50 and all(len(i) == 6 for i in ids)

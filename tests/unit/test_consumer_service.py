@@ -1,0 +1,286 @@
+"""The whole consumer against the embedded SQS: every body form lands on disk, and only then is deleted.
+
+These tests run ``run(settings, stop)`` as a task next to moto's server and watch the
+observable state (files under DATA_DIR, messages left in the queue), polling with
+generous deadlines rather than asserting durations: the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from src.common.aws import sync_client
+from src.common.envelope import encode_envelope, encode_record, serialize
+from src.common.provisioning import Queues
+from src.common.schema import StoredReading
+from src.common.settings import CommonSettings, ConsumerSettings
+from src.consumer import batch_consumer
+from src.consumer.batch_consumer import run
+from src.consumer.storage import BatchWriter
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEADLINE_S = 30.0
+
+
+def reading(i: int, *, soc: float = 55.0) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "timestamp": (now - timedelta(milliseconds=300)).isoformat(),
+        "vehicle_id": f"veh-{i:05d}",
+        "can_id": "0x1F0",
+        "payload": {
+            "battery_soc": soc,
+            "battery_voltage": 398.5,
+            "battery_current": -20.0,
+            "cell_voltage_min": 3.41,
+            "cell_voltage_max": 3.62,
+            "cell_temp_min": 24.0,
+            "cell_temp_max": 29.5,
+        },
+        "ingest_received_at": now.isoformat(),
+    }
+
+
+def stored(i: int) -> StoredReading:
+    return StoredReading.model_validate(reading(i))
+
+
+def send(queues: Queues, *bodies: str) -> None:
+    sqs = sync_client("sqs", CommonSettings())
+    for body in bodies:
+        sqs.send_message(QueueUrl=queues.url, MessageBody=body)
+
+
+def queue_counts(url: str) -> tuple[int, int]:
+    """(visible, in flight) messages of the queue."""
+    attrs = sync_client("sqs", CommonSettings()).get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def stored_vehicle_ids(data_dir: Path) -> list[str]:
+    lines = [
+        line for path in sorted((data_dir / "raw").rglob("batch-*.jsonl")) for line in path.read_bytes().splitlines()
+    ]
+    return sorted(orjson.loads(line)["vehicle_id"] for line in lines)
+
+
+def tmp_files(data_dir: Path) -> list[Path]:
+    return list(data_dir.rglob("*.tmp"))
+
+
+async def eventually(check: Callable[[], bool], what: str, within_s: float = DEADLINE_S) -> None:
+    """Wait until ``check()`` (run off the loop: it may call SQS) is true, or fail naming ``what``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not await asyncio.to_thread(check):
+        if loop.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def settings(**overrides: Any) -> ConsumerSettings:
+    values: dict[str, Any] = {"batch_timeout_s": 0.2, "wait_time_s": 1, "receive_concurrency": 2}
+    values.update(overrides)
+    return ConsumerSettings(**values)
+
+
+@asynccontextmanager
+async def consuming(config: ConsumerSettings) -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(config, stop))
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, DEADLINE_S)
+
+
+@pytest.fixture
+def data_dir(isolated_env: Path) -> Path:
+    return isolated_env / "data"
+
+
+async def test_v1_v2_and_compressed_v2_bodies_land_on_disk_and_are_deleted(queues: Queues, data_dir: Path) -> None:
+    """Every body form the contract allows is stored, one line per reading, then deleted from SQS."""
+    send(
+        queues,
+        encode_record(stored(1)),
+        encode_envelope([serialize(stored(i)) for i in (2, 3, 4)]),
+        encode_envelope([serialize(stored(i)) for i in (5, 6)], compress=True),
+    )
+    async with consuming(settings()):
+        await eventually(lambda: queue_counts(queues.url) == (0, 0), "all messages deleted")
+    assert stored_vehicle_ids(data_dir) == [f"veh-{i:05d}" for i in range(1, 7)]
+    assert tmp_files(data_dir) == []
+
+
+async def test_a_lone_reading_is_flushed_by_the_timeout(queues: Queues, data_dir: Path) -> None:
+    """One reading, far below batch_size, reaches disk within batch_timeout_s while the consumer keeps running."""
+    async with consuming(settings(batch_size=100)):
+        send(queues, encode_record(stored(7)))
+        await eventually(lambda: stored_vehicle_ids(data_dir) == ["veh-00007"], "the lone reading on disk")
+        await eventually(lambda: queue_counts(queues.url) == (0, 0), "the message deleted")
+
+
+async def test_poison_is_not_deleted_and_does_not_block_valid_messages(
+    queues: Queues, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Poison stays in SQS (redrive moves it to the DLQ after 5 receives); valid messages flow past it."""
+    sqs = sync_client("sqs", CommonSettings())
+    sqs.set_queue_attributes(QueueUrl=queues.url, Attributes={"VisibilityTimeout": "1"})
+    invalid = reading(9, soc=150.0)
+    send(queues, "not json at all", orjson.dumps(invalid).decode(), encode_record(stored(8)))
+    caplog.set_level(logging.WARNING, logger="src.consumer")
+    async with consuming(settings()):
+        await eventually(lambda: stored_vehicle_ids(data_dir) == ["veh-00008"], "the valid reading on disk")
+        await eventually(lambda: queue_counts(queues.dlq_url)[0] == 2, "both poison messages in the DLQ")
+    assert set(stored_vehicle_ids(data_dir)) == {"veh-00008"}
+    poison_logs = [r.getMessage() for r in caplog.records if "poison message" in r.getMessage()]
+    assert any("not JSON" in m for m in poison_logs)
+    assert any("not a valid reading" in m and "receive count 1" in m for m in poison_logs)
+
+
+async def test_failing_writer_is_retried_once_then_nothing_is_deleted(
+    queues: Queues, data_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A persistent write failure leaves the messages in SQS, to come again after the visibility timeout."""
+    calls: list[int] = []
+
+    def broken(self: BatchWriter, records: Any) -> Any:
+        calls.append(len(list(records)))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(BatchWriter, "write", broken)
+    send(queues, encode_envelope([serialize(stored(i)) for i in (1, 2)]))
+    async with consuming(settings()):
+        await eventually(lambda: len(calls) >= 2, "the retry")
+        await asyncio.sleep(0.3)
+        assert calls == [2, 2]
+        assert queue_counts(queues.url) == (0, 1)  # received, in flight, not deleted
+    assert not (data_dir / "raw").exists() or stored_vehicle_ids(data_dir) == []
+    assert any("write failed again" in r.getMessage() and "readings=2" in r.getMessage() for r in caplog.records)
+
+
+async def test_transient_write_failure_succeeds_on_retry_and_deletes(
+    queues: Queues, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One OSError is absorbed by the retry: the batch is stored and then deleted."""
+    real_write = BatchWriter.write
+    failures = [OSError(5, "I/O error")]
+
+    def flaky(self: BatchWriter, records: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real_write(self, records)
+
+    monkeypatch.setattr(BatchWriter, "write", flaky)
+    send(queues, encode_record(stored(3)))
+    async with consuming(settings()):
+        await eventually(lambda: queue_counts(queues.url) == (0, 0), "the message deleted")
+    assert not failures
+    assert stored_vehicle_ids(data_dir) == ["veh-00003"]
+
+
+async def test_stop_flushes_buffered_readings(queues: Queues, data_dir: Path) -> None:
+    """Readings buffered when stop arrives are written and deleted before run() returns."""
+    send(queues, *(encode_record(stored(i)) for i in range(3)))
+    async with consuming(settings(batch_timeout_s=600, batch_size=1000)):
+        await eventually(lambda: queue_counts(queues.url) == (0, 3), "all three received")
+        assert stored_vehicle_ids(data_dir) == []  # buffered, not yet flushed
+    assert stored_vehicle_ids(data_dir) == [f"veh-{i:05d}" for i in range(3)]
+    assert queue_counts(queues.url) == (0, 0)
+
+
+async def test_many_messages_in_size_triggered_batches(queues: Queues, data_dir: Path) -> None:
+    """A backlog bigger than a batch is drained in several batches, nothing lost."""
+    bodies = [encode_envelope([serialize(stored(m * 5 + i)) for i in range(5)]) for m in range(12)]
+    send(queues, *bodies)
+    async with consuming(settings(batch_size=10, batch_timeout_s=30)):
+        await eventually(lambda: len(stored_vehicle_ids(data_dir)) == 60, "all 60 readings on disk")
+        await eventually(lambda: queue_counts(queues.url) == (0, 0), "all messages deleted")
+    assert len(set(stored_vehicle_ids(data_dir))) == 60
+    assert len(list((data_dir / "raw").rglob("batch-*.jsonl"))) >= 6
+
+
+async def test_unreachable_sqs_is_retried_until_stopped(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With SQS down at start, the consumer keeps retrying (never crashes) and still stops cleanly."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # discard port: connection refused
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    caplog.set_level(logging.WARNING, logger="src.consumer")
+    async with consuming(settings()):
+        await eventually(lambda: any("cannot resolve queue" in r.getMessage() for r in caplog.records), "a retry")
+
+
+def test_main_installs_signal_handlers_and_exits_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    """main(): settings read once, SIGTERM sets the stop event run() waits on, exit code 0."""
+    seen: list[ConsumerSettings] = []
+
+    async def fake_run(config: ConsumerSettings, stop: asyncio.Event) -> None:
+        seen.append(config)
+        os.kill(os.getpid(), signal.SIGTERM)  # safe: main's handler is installed before run() starts
+        await asyncio.wait_for(stop.wait(), DEADLINE_S)
+
+    levels: list[str] = []
+    monkeypatch.setattr(batch_consumer, "run", fake_run)
+    monkeypatch.setattr(batch_consumer, "configure_logging", levels.append)  # keep pytest's logging intact
+    monkeypatch.setenv("BATCH_SIZE", "42")
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    assert batch_consumer.main() == 0
+    assert [s.batch_size for s in seen] == [42]
+    assert levels == ["DEBUG"]
+
+
+def test_sigterm_to_the_process_flushes_and_exits_zero(queues: Queues, data_dir: Path, isolated_env: Path) -> None:
+    """`python -m src.consumer.batch_consumer` stops on SIGTERM after flushing what it buffered."""
+    send(queues, encode_envelope([serialize(stored(i)) for i in range(4)]))
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "BATCH_TIMEOUT_S": "600",
+        "WAIT_TIME_S": "1",
+        "LOG_LEVEL": "INFO",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "src.consumer.batch_consumer"],
+        cwd=isolated_env,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        end = time.monotonic() + DEADLINE_S
+        while queue_counts(queues.url) != (0, 1):
+            assert process.poll() is None, process.communicate()[0].decode()
+            assert time.monotonic() < end, "the consumer never received the message"
+            time.sleep(0.05)
+        assert stored_vehicle_ids(data_dir) == []
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=DEADLINE_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output.decode()
+    assert stored_vehicle_ids(data_dir) == [f"veh-{i:05d}" for i in range(4)]
+    assert queue_counts(queues.url) == (0, 0)
+    text = output.decode()
+    assert "received SIGTERM" in text and "flushed: readings=4 messages=1" in text and "readings_written=4" in text
