@@ -1,0 +1,1 @@
+"""The hourly aggregator: per-vehicle statistics of one hour's stored readings."""

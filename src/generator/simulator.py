@@ -1,0 +1,329 @@
+"""The fleet simulator's command line: live against the receiver, or offline to a JSONL file.
+
+``python -m src.generator.simulator --vehicles 10 --duration 60 [--rate-ms 200] [--seed N]
+[--url URL] [--output FILE.jsonl] [--start ISO8601] [--accepted-log PATH] [--report-json PATH]``
+
+Live mode ticks on an absolute schedule (tick k at start + k * period), so a slow tick
+delays the next one but never shifts the ones after it: the achieved rate is the
+configured rate, and timestamps are the ticks' wall-clock instants. Every vehicle's
+reading of a tick is posted concurrently; the accepted log records the natural key of
+every reading the receiver accepted, so a harness can prove each one reached disk.
+
+Offline mode runs the same model in simulated time from ``--start`` and writes as fast
+as it can; the output depends only on the options, so it is byte-identical per seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from src.common.logs import configure_logging
+from src.common.settings import GeneratorSettings
+from src.generator.battery_model import BatteryFleet, Fleet
+from src.generator.readings import CAN_ID, readings, to_json, vehicle_ids
+from src.generator.sender import Outcome, RetryPolicy, Sender
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class SimulatorOptions:
+    """Everything one run needs, parsed and checked."""
+
+    vehicles: int
+    duration_s: float
+    rate_ms: int = 200
+    seed: int = 0
+    url: str | None = None
+    output: Path | None = None
+    start: datetime | None = None
+    accepted_log: Path | None = None
+    report_json: Path | None = None
+    connection_limit: int = 100
+    progress_interval_s: float = 5.0
+    drain_timeout_s: float = 40.0  # longer than the sender's retry deadline
+
+    @property
+    def period_s(self) -> float:
+        return self.rate_ms / 1000.0
+
+    @property
+    def ticks(self) -> int:
+        """How many ticks fit in the duration (a small epsilon absorbs float noise such as 0.6 * 1000)."""
+        return math.floor(self.duration_s * 1000.0 / self.rate_ms + 1e-9)
+
+
+@dataclass
+class RunReport:
+    """Final counts of a run, as printed and written by ``--report-json``."""
+
+    mode: str
+    ticks: int
+    sent: int
+    accepted: int
+    rejected: int
+    gave_up: int
+    retries: int
+    elapsed_s: float
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.accepted / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "ticks": self.ticks,
+            "sent": self.sent,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "gave_up": self.gave_up,
+            "retries": self.retries,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "rate_per_s": round(self.rate_per_s, 1),
+        }
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.rejected == 0 and self.gave_up == 0 else EXIT_FAILED
+
+
+def parse_start(text: str) -> datetime:
+    """ISO 8601 with a zone (``Z`` or an offset); a naive time would be ambiguous."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not ISO 8601: {text!r}") from exc
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"--start needs a zone (e.g. 'Z' or '+02:00'): {text!r}")
+    return value.astimezone(UTC)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> SimulatorOptions:
+    parser = argparse.ArgumentParser(prog="python -m src.generator.simulator", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vehicles", type=_positive_int, required=True, help="fleet size")
+    parser.add_argument("--duration", type=_positive_float, required=True, help="seconds to simulate")
+    parser.add_argument("--rate-ms", type=_positive_int, default=200, help="period of one reading per vehicle")
+    parser.add_argument("--seed", type=int, default=0, help="model seed (same seed, same fleet)")
+    parser.add_argument("--url", help="receiver base URL (default: RECEIVER_URL setting)")
+    parser.add_argument("--output", type=Path, help="offline: write JSONL here instead of posting")
+    parser.add_argument("--start", type=parse_start, help="offline: first timestamp, ISO 8601 with zone (default now)")
+    parser.add_argument("--accepted-log", type=Path, help="live: JSONL of the natural key of every accepted reading")
+    parser.add_argument("--report-json", type=Path, help="write the final counts here as JSON")
+    ns = parser.parse_args(argv)
+    return SimulatorOptions(
+        vehicles=ns.vehicles,
+        duration_s=ns.duration,
+        rate_ms=ns.rate_ms,
+        seed=ns.seed,
+        url=ns.url,
+        output=ns.output,
+        start=ns.start,
+        accepted_log=ns.accepted_log,
+        report_json=ns.report_json,
+    )
+
+
+# --- offline -----------------------------------------------------------------------------
+
+
+def write_offline(options: SimulatorOptions, out: IO[bytes], fleet: BatteryFleet | None = None) -> int:
+    """Write every tick's readings to ``out`` in simulated time; returns the number of readings.
+
+    Timestamps are computed as start + k * period (never accumulated), so they do not drift.
+    """
+    fleet = fleet or Fleet(options.vehicles, options.seed)
+    ids = vehicle_ids(fleet.n_vehicles)
+    start = options.start or _now_ms()
+    period = timedelta(milliseconds=options.rate_ms)
+    count = 0
+    for k in range(options.ticks):
+        batch = readings(fleet.step(options.period_s), start + k * period, ids)
+        out.write(b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in batch))
+        count += len(batch)
+    return count
+
+
+def run_offline(options: SimulatorOptions) -> RunReport:
+    assert options.output is not None
+    began = time.perf_counter()
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    with options.output.open("wb", buffering=1 << 20) as out:
+        count = write_offline(options, out)
+    elapsed = time.perf_counter() - began
+    print(f"wrote {count} readings to {options.output} in {elapsed:.2f} s ({count / max(elapsed, 1e-9):.0f}/s)")
+    return RunReport("offline", options.ticks, count, count, 0, 0, 0, elapsed)
+
+
+# --- live --------------------------------------------------------------------------------
+
+
+class LiveRun:
+    """One live run: the tick schedule, the concurrent sends, progress and the accepted log."""
+
+    def __init__(self, options: SimulatorOptions, sender: Sender, accepted_log: IO[bytes] | None) -> None:
+        self.options = options
+        self.sender = sender
+        self.accepted_log = accepted_log
+        self.fleet = Fleet(options.vehicles, options.seed)
+        self.ids = vehicle_ids(options.vehicles)
+        self.stopping = asyncio.Event()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.ticks_done = 0
+        self.began = 0.0
+
+    def request_stop(self) -> None:
+        """Stop starting ticks (SIGINT/SIGTERM); sends already under way still finish."""
+        if not self.stopping.is_set():
+            print("stopping: no new ticks, finishing in-flight sends", file=sys.stderr)
+            self.stopping.set()
+
+    async def run(self) -> RunReport:
+        loop = asyncio.get_running_loop()
+        self.began = loop.time()
+        wall_start = _now_ms()
+        progress = asyncio.create_task(self._progress())
+        try:
+            for k in range(self.options.ticks):
+                delay = self.began + k * self.options.period_s - loop.time()
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stopping.wait(), delay)
+                if self.stopping.is_set():
+                    break
+                self._tick(wall_start + timedelta(milliseconds=k * self.options.rate_ms))
+                await asyncio.sleep(0)  # let this tick's sends start before the next wait
+            await self._drain()
+        finally:
+            progress.cancel()
+        elapsed = loop.time() - self.began
+        s = self.sender.stats
+        return RunReport("live", self.ticks_done, s.sent, s.accepted, s.rejected, s.gave_up, s.retries, elapsed)
+
+    def _tick(self, at: datetime) -> None:
+        """Step the model by one period and post every vehicle's reading concurrently."""
+        for reading in readings(self.fleet.step(self.options.period_s), at, self.ids):
+            task = asyncio.create_task(self._send(reading))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        self.ticks_done += 1
+
+    async def _send(self, reading: dict[str, Any]) -> None:
+        if await self.sender.send(to_json(reading)) is Outcome.ACCEPTED and self.accepted_log is not None:
+            key = {"vehicle_id": reading["vehicle_id"], "can_id": CAN_ID, "timestamp": reading["timestamp"]}
+            self.accepted_log.write(orjson.dumps(key, option=orjson.OPT_APPEND_NEWLINE))
+
+    async def _drain(self) -> None:
+        """Wait (bounded) for in-flight sends; whatever is still pending then counts as given up."""
+        if not self.tasks:
+            return
+        _, pending = await asyncio.wait(set(self.tasks), timeout=self.options.drain_timeout_s)
+        if pending:
+            log.warning("%d sends pending after %.0f s: giving up", len(pending), self.options.drain_timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            self.sender.stats.gave_up += len(pending)
+            self.sender.stats.in_flight = 0
+
+    async def _progress(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.options.progress_interval_s)
+            s = self.sender.stats
+            print(
+                f"[{loop.time() - self.began:6.1f} s] sent={s.sent} accepted={s.accepted} in_flight={s.in_flight} "
+                f"failed={s.rejected + s.gave_up} retries={s.retries}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+async def run_live(options: SimulatorOptions, url: str, api_key: str, policy: RetryPolicy | None = None) -> RunReport:
+    """Run live against ``url``; SIGINT/SIGTERM end the run gracefully."""
+    loop = asyncio.get_running_loop()
+    with contextlib.ExitStack() as stack:
+        accepted_log = None
+        if options.accepted_log is not None:
+            options.accepted_log.parent.mkdir(parents=True, exist_ok=True)
+            accepted_log = stack.enter_context(options.accepted_log.open("ab"))
+        sender = Sender(url, api_key, connection_limit=options.connection_limit, policy=policy or RetryPolicy())
+        async with sender:
+            live = LiveRun(options, sender, accepted_log)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, live.request_stop)
+                stack.callback(loop.remove_signal_handler, sig)
+            return await live.run()
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+def _now_ms() -> datetime:
+    """Now in UTC, to the millisecond, as a CAN gateway would stamp it."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def print_summary(report: RunReport) -> None:
+    print(
+        f"sent={report.sent} accepted={report.accepted} rejected={report.rejected} gave_up={report.gave_up} "
+        f"retries={report.retries} ticks={report.ticks} elapsed={report.elapsed_s:.1f}s "
+        f"rate={report.rate_per_s:.1f}/s"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    settings = GeneratorSettings()
+    configure_logging(settings.log_level)
+    if options.output is not None:
+        report = run_offline(options)
+    else:
+        api_key = settings.first_api_key
+        if api_key is None:
+            print("error: live mode needs an API key: set API_KEY (environment or .env)", file=sys.stderr)
+            return EXIT_USAGE
+        url = options.url or settings.receiver_url
+        report = asyncio.run(run_live(options, url, api_key))
+        print_summary(report)
+    if options.report_json is not None:
+        options.report_json.parent.mkdir(parents=True, exist_ok=True)
+        options.report_json.write_bytes(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2))
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
