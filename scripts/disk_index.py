@@ -2,7 +2,8 @@
 
 Scans ``DATA_DIR/raw`` incrementally (each complete batch file is read once), remembering
 for every natural key when its first copy became durable (the unix ms in the batch file
-name) and how many copies exist (SQS delivers at least once).
+name), how many copies exist (SQS delivers at least once), and whether any copy sits
+outside the hour partition of its ``ingest_received_at``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from src.common.layout import batch_file_ms  # noqa: E402
-from src.common.schema import NaturalKey, natural_key_of  # noqa: E402
+from src.common.layout import batch_file_ms, hour_partition  # noqa: E402
+from src.common.schema import NaturalKey, natural_key_of, parse_timestamp  # noqa: E402
 
 
 @dataclass
@@ -28,6 +29,8 @@ class DiskIndex:
     durable_ms: dict[NaturalKey, int] = field(default_factory=dict)
     copies: dict[NaturalKey, int] = field(default_factory=dict)
     files_of: dict[NaturalKey, Path] = field(default_factory=dict)
+    misplaced: set[NaturalKey] = field(default_factory=set)
+    """Readings found outside the partition of their ``ingest_received_at`` hour."""
     _seen_files: set[Path] = field(default_factory=set)
 
     def refresh(self) -> int:
@@ -41,9 +44,13 @@ class DiskIndex:
                 continue
             self._seen_files.add(path)
             new_files += 1
+            partition = path.parent.relative_to(self.raw_dir)
             with path.open("rb") as handle:
                 for line in handle:
-                    key = natural_key_of(orjson.loads(line))
+                    record = orjson.loads(line)
+                    key = natural_key_of(record)
+                    if hour_partition(parse_timestamp(record["ingest_received_at"])) != partition:
+                        self.misplaced.add(key)
                     self.copies[key] = self.copies.get(key, 0) + 1
                     if key not in self.durable_ms or durable_ms < self.durable_ms[key]:
                         self.durable_ms[key] = durable_ms

@@ -6,7 +6,8 @@
 Readings are sent at a fixed rate (``--rate`` readings per second), one per request to
 ``/ingest`` or ``--batch-size`` per request to ``/ingest/batch``. Every reading answered
 202 is then looked up on disk by its natural key; the report (contract, "load_test
-report") counts what was lost and duplicated and gives latency percentiles. Without
+report") counts what was lost and duplicated and gives latency percentiles; a reading
+found outside its ingest hour's partition is reported as ``misplaced`` and fails the run. Without
 ``--embedded`` it targets a running receiver (``--url``, ``API_KEY``) whose consumer
 writes to ``DATA_DIR`` on this machine. Exit status 0 only when nothing accepted was lost.
 """
@@ -184,6 +185,9 @@ def build_report(run: LoadRun, index: DiskIndex, missing: set[NaturalKey], elaps
     }
     if run.refused:
         report["refused"] = run.refused
+    misplaced = index.misplaced & set(found)
+    if misplaced:
+        report["misplaced"] = len(misplaced)  # outside their ingest hour's partition: a bug, fail the run
     return report
 
 
@@ -240,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_json:
         args.report_json.parent.mkdir(parents=True, exist_ok=True)
         args.report_json.write_text(text + "\n")
-    return 0 if report["lost"] == 0 else 1
+    return 0 if report["lost"] == 0 and not report.get("misplaced") else 1
 
 
 if __name__ == "__main__":
