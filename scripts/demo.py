@@ -24,7 +24,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from scripts.disk_index import DiskIndex  # noqa: E402
-from scripts.embedded_stack import EmbeddedStack, StackConfig  # noqa: E402
+from scripts.embedded_stack import EmbeddedStack, StackConfig, exit_on_sigterm  # noqa: E402
 from scripts.load_test import percentiles, wait_persisted  # noqa: E402
 from src.common.layout import aggregated_file_name, hour_label  # noqa: E402
 from src.common.schema import NaturalKey, parse_timestamp  # noqa: E402
@@ -80,6 +80,7 @@ def aggregate_hours(stack: EmbeddedStack, index: DiskIndex, keys: set[NaturalKey
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    exit_on_sigterm()
     settings = GeneratorSettings()
     data_dir = (args.data_dir or settings.data_dir).resolve()
     config = StackConfig(

@@ -200,6 +200,15 @@ class EmbeddedStack:
         raise RuntimeError(f"{name} did not become ready at {url} in {timeout_s:.0f} s:\n{tail(service.log_path)}")
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so ``with EmbeddedStack(...)`` stops its processes on the way out.
+
+    Python's default SIGTERM action ends the process at once, which would orphan every
+    service the stack started.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def tail(path: Path, lines: int = 30) -> str:
     """The last lines of a log, for error messages."""
     try:

@@ -35,7 +35,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from scripts.disk_index import DiskIndex  # noqa: E402
-from scripts.embedded_stack import EmbeddedStack, StackConfig  # noqa: E402
+from scripts.embedded_stack import EmbeddedStack, StackConfig, exit_on_sigterm  # noqa: E402
 from src.common.schema import NaturalKey, format_timestamp  # noqa: E402
 from src.common.settings import GeneratorSettings  # noqa: E402
 
@@ -226,6 +226,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    exit_on_sigterm()
     if args.embedded:
         with tempfile.TemporaryDirectory(prefix="load-test-") as tmp:
             config = StackConfig(data_dir=Path(tmp) / "data", log_dir=Path(tmp) / "logs", api_key=secrets.token_hex(16))
