@@ -24,16 +24,16 @@ import argparse
 import functools
 import logging
 import math
-import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from src.common.files import write_atomically
 from src.common.layout import aggregated_file_name, batch_files, hour_label, parse_hour_label, previous_full_hour
 from src.common.logs import configure_logging
 from src.common.schema import SIGNALS, NaturalKey, format_timestamp, natural_key_of
@@ -60,13 +60,7 @@ class Quality:
     lines_skipped: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "files_read": self.files_read,
-            "lines_read": self.lines_read,
-            "readings": self.readings,
-            "duplicates_dropped": self.duplicates_dropped,
-            "lines_skipped": self.lines_skipped,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -215,26 +209,8 @@ def write_aggregate(result: HourAggregate, aggregated_dir: Path) -> Path:
     """Write atomically (temporary name, fsync, rename): readers never see half a file."""
     aggregated_dir.mkdir(parents=True, exist_ok=True)
     target = aggregated_dir / aggregated_file_name(result.hour)
-    tmp = aggregated_dir / f".{target.name}.{os.getpid()}.tmp"
-    try:
-        with tmp.open("wb") as out:
-            out.write(render(result.to_document()))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(aggregated_dir)
+    write_atomically(target, render(result.to_document()))
     return target
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def aggregate_hour(raw_dir: Path, aggregated_dir: Path, hour: datetime) -> tuple[Path, HourAggregate]:

@@ -24,11 +24,12 @@ from collections.abc import Awaitable, Callable
 from src.common.aws import SQSClient, resolve_queue_url, sqs_client
 from src.common.envelope import MessageDecodeError
 from src.common.logs import configure_logging
+from src.common.retry import Backoff
 from src.common.schema import StoredReading
 from src.common.settings import ConsumerSettings
 from src.consumer.batching import Batch, Batcher
 from src.consumer.metrics import ConsumerStats, batch_latencies, format_latencies
-from src.consumer.receiving import Backoff, QueueClient, parse_message, receive_count
+from src.consumer.receiving import QueueClient, parse_message, receive_count
 from src.consumer.storage import BatchWriter, WriteResult, new_writer_id
 
 log = logging.getLogger("src.consumer")

@@ -9,7 +9,7 @@ the log greppable without a metrics backend.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -96,9 +96,4 @@ class ConsumerStats:
     receive_errors: int = 0
 
     def summary(self) -> str:
-        return (
-            f"batches={self.batches} readings_written={self.readings_written} files={self.files_written} "
-            f"messages_deleted={self.messages_deleted} delete_failures={self.delete_failures} "
-            f"write_failures={self.write_failures} poison_messages_seen={self.poison_receives} "
-            f"receive_errors={self.receive_errors}"
-        )
+        return " ".join(f"{name}={value}" for name, value in asdict(self).items())

@@ -1,4 +1,4 @@
-"""Talking to SQS: long polls, decoding bodies, deleting what is durable, backing off.
+"""Talking to SQS: long polls, decoding bodies, deleting what is durable.
 
 Poison (a body that is not a valid reading or envelope) is never deleted here: SQS's
 redrive policy moves it to the dead-letter queue after five receives, where a human can
@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,28 +27,6 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGES = 10  # SQS's limit per ReceiveMessage and per DeleteMessageBatch
 SYSTEM_ATTRIBUTES: list[MessageSystemAttributeNameType] = ["SentTimestamp", "ApproximateReceiveCount"]
-
-
-class Backoff:
-    """Bounded exponential backoff with full jitter: delay ~ U(0, min(cap, base * 2**n)).
-
-    Full jitter spreads the retries of several pollers (and several consumers) so they do
-    not hammer a recovering endpoint in lockstep.
-    """
-
-    def __init__(self, base_s: float = 0.2, cap_s: float = 20.0, rng: Callable[[], float] = random.random) -> None:
-        self.base_s = base_s
-        self.cap_s = cap_s
-        self._rng = rng
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        bound = min(self.cap_s, self.base_s * 2.0 ** min(self.attempt, 32))
-        self.attempt += 1
-        return bound * self._rng()
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 def parse_message(raw: Any, received_at: float) -> ReceivedMessage:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from src.common.envelope import serialize
+from src.common.files import fsync_dir
 from src.common.layout import batch_file_name, hour_partition
 from src.common.schema import StoredReading
 
@@ -138,7 +139,7 @@ class BatchWriter:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(directory)
+        fsync_dir(directory)
         return WrittenFile(path=final, readings=len(lines), bytes=len(data))
 
     @staticmethod
@@ -154,7 +155,7 @@ class BatchWriter:
                 path.mkdir()
             except FileExistsError:  # a concurrent flush made it
                 continue
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
 
 def split_lines(lines: Sequence[bytes], max_bytes: int) -> list[list[bytes]]:
@@ -171,11 +172,3 @@ def split_lines(lines: Sequence[bytes], max_bytes: int) -> list[list[bytes]]:
     if current:
         groups.append(current)
     return groups
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -28,6 +28,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from src.common.retry import full_jitter
+
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[Any]]
@@ -51,7 +53,7 @@ class RetryPolicy:
 
     def delay(self, retry: int, rng: random.Random) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**retry)] for the ``retry``-th retry (0-based)."""
-        return rng.uniform(0.0, min(self.max_delay_s, self.base_delay_s * (2.0**retry)))
+        return full_jitter(retry, self.base_delay_s, self.max_delay_s, rng.random)
 
 
 @dataclass

@@ -32,6 +32,7 @@ from typing import IO, Any
 import orjson
 
 from src.common.logs import configure_logging
+from src.common.schema import parse_timestamp
 from src.common.settings import GeneratorSettings
 from src.generator.battery_model import BatteryFleet, Fleet
 from src.generator.readings import CAN_ID, readings, to_json, vehicle_ids
@@ -109,12 +110,9 @@ class RunReport:
 def parse_start(text: str) -> datetime:
     """ISO 8601 with a zone (``Z`` or an offset); a naive time would be ambiguous."""
     try:
-        value = datetime.fromisoformat(text)
+        return parse_timestamp(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not ISO 8601: {text!r}") from exc
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"--start needs a zone (e.g. 'Z' or '+02:00'): {text!r}")
-    return value.astimezone(UTC)
+        raise argparse.ArgumentTypeError(f"--start needs ISO 8601 with a zone (e.g. 'Z' or '+02:00'): {exc}") from None
 
 
 def _positive_int(text: str) -> int:
@@ -278,7 +276,7 @@ async def run_live(options: SimulatorOptions, url: str, api_key: str, policy: Re
         accepted_log = None
         if options.accepted_log is not None:
             options.accepted_log.parent.mkdir(parents=True, exist_ok=True)
-            accepted_log = stack.enter_context(options.accepted_log.open("ab"))
+            accepted_log = stack.enter_context(options.accepted_log.open("wb"))  # this run's readings only
         sender = Sender(url, api_key, connection_limit=options.connection_limit, policy=policy or RetryPolicy())
         async with sender:
             live = LiveRun(options, sender, accepted_log)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
-from src.aggregator import hourly_stats
 from src.aggregator.hourly_stats import (
     MAX_LOGGED_SKIPS,
     Quality,
@@ -27,20 +26,6 @@ from src.common.schema import SIGNALS, NaturalKey
 from src.common.settings import AggregatorSettings
 
 HOUR = datetime(2025, 10, 19, 17, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """main() configures logging on this test's captured stderr; undo it, or later tests log to a closed stream."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def record(vehicle: str, second: int, soc: float = 80.0, **payload: float) -> dict[str, object]:
@@ -250,7 +235,7 @@ def test_write_failure_leaves_no_temporary_file(monkeypatch: pytest.MonkeyPatch)
     def fail(*_: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(hourly_stats.os, "replace", fail)
+    monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError):
         main(["--hour", "2025-10-19T17"])
     assert list(AggregatorSettings().aggregated_dir.iterdir()) == []

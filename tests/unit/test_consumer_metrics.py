@@ -7,28 +7,13 @@ from datetime import UTC, datetime, timedelta
 from src.common.schema import StoredReading
 from src.consumer.batching import Batch, ReceivedMessage
 from src.consumer.metrics import ConsumerStats, Percentiles, batch_latencies, format_latencies, percentiles
+from tests.factories import stored_reading
 
 T0 = datetime(2025, 10, 19, 14, 0, tzinfo=UTC)
 
 
 def record(taken: datetime) -> StoredReading:
-    return StoredReading.model_validate(
-        {
-            "timestamp": taken.isoformat(),
-            "vehicle_id": "veh-1",
-            "can_id": "0x1F0",
-            "payload": {
-                "battery_soc": 50.0,
-                "battery_voltage": 390.0,
-                "battery_current": 3.0,
-                "cell_voltage_min": 3.5,
-                "cell_voltage_max": 3.6,
-                "cell_temp_min": 20.0,
-                "cell_temp_max": 22.0,
-            },
-            "ingest_received_at": taken.isoformat(),
-        }
-    )
+    return stored_reading("veh-1", taken, taken)
 
 
 def test_percentiles_on_known_data() -> None:
@@ -76,4 +61,4 @@ def test_format_latencies_without_sent_timestamps() -> None:
 
 def test_stats_summary_names_the_totals() -> None:
     text = ConsumerStats(batches=2, readings_written=150, poison_receives=1).summary()
-    assert "batches=2" in text and "readings_written=150" in text and "poison_messages_seen=1" in text
+    assert "batches=2" in text and "readings_written=150" in text and "poison_receives=1" in text

@@ -17,34 +17,20 @@ from typing import Any
 import pytest
 
 from src.common.envelope import MessageDecodeError, encode_envelope, encode_record, serialize
+from src.common.retry import Backoff
 from src.common.schema import StoredReading
 from src.common.settings import ConsumerSettings
 from src.consumer.batch_consumer import Consumer
 from src.consumer.batching import ReceivedMessage
-from src.consumer.receiving import Backoff, DeleteOutcome, QueueClient, parse_message
+from src.consumer.receiving import DeleteOutcome, QueueClient, parse_message
 from src.consumer.storage import BatchWriter
+from tests.factories import stored_reading
 
 NOW = datetime.now(UTC)
 
 
 def stored(i: int) -> StoredReading:
-    return StoredReading.model_validate(
-        {
-            "timestamp": NOW.isoformat(),
-            "vehicle_id": f"veh-{i}",
-            "can_id": "0x1F0",
-            "payload": {
-                "battery_soc": 50.0,
-                "battery_voltage": 390.0,
-                "battery_current": 3.0,
-                "cell_voltage_min": 3.5,
-                "cell_voltage_max": 3.6,
-                "cell_temp_min": 20.0,
-                "cell_temp_max": 22.0,
-            },
-            "ingest_received_at": NOW.isoformat(),
-        }
-    )
+    return stored_reading(f"veh-{i}", NOW, NOW)
 
 
 def raw_message(i: int, body: str | None = None) -> dict[str, Any]:
@@ -58,21 +44,6 @@ def raw_message(i: int, body: str | None = None) -> dict[str, Any]:
 
 def received(i: int) -> ReceivedMessage:
     return ReceivedMessage(message_id=f"id-{i}", receipt_handle=f"rh-{i}", records=[stored(i)], received_at=0.0)
-
-
-# -- Backoff -------------------------------------------------------------------------
-
-
-def test_backoff_doubles_to_the_cap_with_full_jitter_and_resets() -> None:
-    """Delays are U(0, min(cap, base*2^n)): bounded, growing, and back to base after a success."""
-    top = Backoff(base_s=0.2, cap_s=20.0, rng=lambda: 1.0)
-    assert [round(top.next_delay(), 6) for _ in range(9)] == [0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 20.0, 20.0]
-    top.reset()
-    assert top.next_delay() == 0.2
-    jittered = Backoff(base_s=0.2, cap_s=20.0, rng=lambda: 0.5)
-    assert jittered.next_delay() == 0.1
-    many = Backoff()
-    assert all(0.0 <= many.next_delay() <= 20.0 for _ in range(200))
 
 
 # -- parse_message -------------------------------------------------------------------
