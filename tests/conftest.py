@@ -8,6 +8,7 @@ async and the blocking clients, exactly as the services use them.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,32 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     return tmp_path
+
+
+# The libraries configure_logging quiets below WARNING (src/common/logs.py).
+QUIETED_LOGGERS = ("botocore", "aiobotocore", "urllib3", "asyncio")
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Put the root logger (and the quieted libraries' levels) back as they were.
+
+    main() functions call ``configure_logging``, which replaces the root handlers with
+    ones bound to pytest's captured stream for this test; undo it, so later tests do not
+    log to a closed stream.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in QUIETED_LOGGERS}
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, saved in levels.items():
+        logging.getLogger(name).setLevel(saved)
 
 
 @pytest.fixture(scope="session")

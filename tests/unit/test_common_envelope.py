@@ -23,6 +23,7 @@ from src.common.envelope import (
     serialize,
 )
 from src.common.schema import StoredReading
+from tests.factories import reading_dict
 
 RECEIVED_AT = datetime(2025, 10, 19, 12, 34, 56, 200000, tzinfo=UTC)
 
@@ -30,21 +31,8 @@ RECEIVED_AT = datetime(2025, 10, 19, 12, 34, 56, 200000, tzinfo=UTC)
 def record_dict(i: int = 0, **changes: Any) -> dict[str, Any]:
     """A stored record in the seed's v1 shape; ``i`` makes its natural key distinct."""
     moment = datetime(2025, 10, 19, 12, 34, 56, 123000, tzinfo=UTC) + timedelta(milliseconds=i)
-    document: dict[str, Any] = {
-        "timestamp": moment.isoformat().replace("+00:00", "Z"),
-        "vehicle_id": f"veh-{i % 1000:05d}",
-        "can_id": "0x1F0",
-        "payload": {
-            "battery_soc": 85.5,
-            "battery_voltage": 400.2,
-            "battery_current": -15.3,
-            "cell_voltage_min": 3.45,
-            "cell_voltage_max": 3.67,
-            "cell_temp_min": 28.5,
-            "cell_temp_max": 31.2,
-        },
-        "ingest_received_at": RECEIVED_AT.isoformat(),
-    }
+    document = reading_dict(f"veh-{i % 1000:05d}", moment, received=RECEIVED_AT)
+    document["timestamp"] = moment.isoformat().replace("+00:00", "Z")  # as the seed wrote it
     document.update(changes)
     return document
 

@@ -9,28 +9,13 @@ import pytest
 
 from src.common.schema import StoredReading
 from src.consumer.batching import Batch, Batcher, ReceivedMessage
+from tests.factories import stored_reading
 
 NOW = datetime.now(UTC)
 
 
 def record(i: int) -> StoredReading:
-    return StoredReading.model_validate(
-        {
-            "timestamp": (NOW - timedelta(seconds=1)).isoformat(),
-            "vehicle_id": f"veh-{i}",
-            "can_id": "0x1F0",
-            "payload": {
-                "battery_soc": 50.0,
-                "battery_voltage": 390.0,
-                "battery_current": 3.0,
-                "cell_voltage_min": 3.5,
-                "cell_voltage_max": 3.6,
-                "cell_temp_min": 20.0,
-                "cell_temp_max": 22.0,
-            },
-            "ingest_received_at": NOW.isoformat(),
-        }
-    )
+    return stored_reading(f"veh-{i}", NOW - timedelta(seconds=1), NOW)
 
 
 def message(readings: int, name: str = "m") -> ReceivedMessage:

@@ -31,6 +31,7 @@ from src.common.settings import CommonSettings, ConsumerSettings
 from src.consumer import batch_consumer
 from src.consumer.batch_consumer import run
 from src.consumer.storage import BatchWriter
+from tests.factories import reading_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 30.0
@@ -38,21 +39,7 @@ DEADLINE_S = 30.0
 
 def reading(i: int, *, soc: float = 55.0) -> dict[str, Any]:
     now = datetime.now(UTC)
-    return {
-        "timestamp": (now - timedelta(milliseconds=300)).isoformat(),
-        "vehicle_id": f"veh-{i:05d}",
-        "can_id": "0x1F0",
-        "payload": {
-            "battery_soc": soc,
-            "battery_voltage": 398.5,
-            "battery_current": -20.0,
-            "cell_voltage_min": 3.41,
-            "cell_voltage_max": 3.62,
-            "cell_temp_min": 24.0,
-            "cell_temp_max": 29.5,
-        },
-        "ingest_received_at": now.isoformat(),
-    }
+    return reading_dict(f"veh-{i:05d}", now - timedelta(milliseconds=300), received=now, battery_soc=soc)
 
 
 def stored(i: int) -> StoredReading:

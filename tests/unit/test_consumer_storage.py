@@ -15,28 +15,13 @@ from src.common.layout import batch_file_ms, batch_files
 from src.common.schema import StoredReading
 from src.consumer import storage
 from src.consumer.storage import BatchWriter, new_writer_id, split_lines
+from tests.factories import stored_reading
 
 HOUR = datetime(2025, 10, 19, 14, 0, tzinfo=UTC)
 
 
 def record(i: int, received: datetime = HOUR + timedelta(minutes=5)) -> StoredReading:
-    return StoredReading.model_validate(
-        {
-            "timestamp": (received - timedelta(seconds=1)).isoformat(),
-            "vehicle_id": f"veh-{i:05d}",
-            "can_id": "0x1F0",
-            "payload": {
-                "battery_soc": 80.0,
-                "battery_voltage": 400.0,
-                "battery_current": -12.5,
-                "cell_voltage_min": 3.4,
-                "cell_voltage_max": 3.6,
-                "cell_temp_min": 25.0,
-                "cell_temp_max": 30.0,
-            },
-            "ingest_received_at": received.isoformat(),
-        }
-    )
+    return stored_reading(f"veh-{i:05d}", received - timedelta(seconds=1), received)
 
 
 def all_files(root: Path) -> list[Path]:

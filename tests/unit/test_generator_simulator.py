@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import os
 import signal
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,32 +16,10 @@ from src.common.schema import Reading, format_timestamp
 from src.generator import simulator
 from src.generator.sender import RetryPolicy
 from src.generator.simulator import SimulatorOptions, main, parse_args, run_live
-from tests.unit.test_generator_sender import API_KEY, FakeReceiver
+from tests.fakes import API_KEY, FakeReceiver
 
 START = "2025-10-19T17:00:00Z"
 FAST = RetryPolicy(base_delay_s=0.001, max_delay_s=0.01, max_attempts=5)
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """main() configures logging on this test's captured stderr; undo it, or later tests log to a closed stream."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-@pytest.fixture
-def receiver() -> Iterator[FakeReceiver]:
-    fake = FakeReceiver()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def offline(tmp_path: Path, name: str, *extra: str) -> Path:

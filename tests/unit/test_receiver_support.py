@@ -20,6 +20,7 @@ from src.common.aws import sync_client
 from src.common.envelope import decode_body
 from src.common.schema import StoredReading
 from src.common.settings import CommonSettings
+from tests.factories import reading_dict
 
 API_KEY = "test-key-1"
 HEADERS = {"X-API-Key": API_KEY}
@@ -29,20 +30,7 @@ def make_reading(
     index: int = 0, *, vehicle_id: str | None = None, age: timedelta = timedelta(seconds=1)
 ) -> dict[str, Any]:
     """A valid reading; ``index`` makes its natural key unique within a test."""
-    return {
-        "timestamp": (datetime.now(UTC) - age - timedelta(milliseconds=index)).isoformat(),
-        "vehicle_id": vehicle_id or f"veh-{index:05d}",
-        "can_id": "0x1F0",
-        "payload": {
-            "battery_soc": 80.5,
-            "battery_voltage": 398.2,
-            "battery_current": -120.5,
-            "cell_voltage_min": 3.61,
-            "cell_voltage_max": 3.68,
-            "cell_temp_min": 24.0,
-            "cell_temp_max": 29.5,
-        },
-    }
+    return reading_dict(vehicle_id or f"veh-{index:05d}", datetime.now(UTC) - age - timedelta(milliseconds=index))
 
 
 @asynccontextmanager
