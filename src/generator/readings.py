@@ -1,7 +1,7 @@
 """Turning a fleet snapshot into readings in the contract's schema.
 
-Values are rounded to what a CAN frame of the battery would carry (the DBC's resolution),
-which also keeps the JSON short. Building a whole tick at once from array columns, and
+Values are rounded to the resolution a battery CAN frame carries (0.1 %, 0.1 V, 0.1 A,
+1 mV, 0.1 °C), which also keeps the JSON short. Building a whole tick at once from array columns, and
 serialising with orjson, keeps this far from being the bottleneck of either mode.
 """
 
@@ -18,7 +18,7 @@ from src.common.schema import SIGNALS, format_timestamp
 from src.generator.battery_model import PackSnapshot
 
 CAN_ID = "0x1F0"
-"""The battery status frame (see the DBC)."""
+"""The battery status frame's CAN identifier."""
 
 SNAPSHOT_FIELDS: dict[str, str] = {
     "battery_soc": "soc",

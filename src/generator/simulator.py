@@ -35,7 +35,7 @@ from src.common.logs import configure_logging
 from src.common.schema import parse_timestamp
 from src.common.settings import GeneratorSettings
 from src.generator.battery_model import BatteryFleet, Fleet
-from src.generator.readings import CAN_ID, readings, to_json, vehicle_ids
+from src.generator.readings import CAN_ID, jsonl_block, readings, to_json, vehicle_ids
 from src.generator.sender import Outcome, RetryPolicy, Sender
 
 log = logging.getLogger(__name__)
@@ -168,9 +168,8 @@ def write_offline(options: SimulatorOptions, out: IO[bytes], fleet: BatteryFleet
     period = timedelta(milliseconds=options.rate_ms)
     count = 0
     for k in range(options.ticks):
-        batch = readings(fleet.step(options.period_s), start + k * period, ids)
-        out.write(b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in batch))
-        count += len(batch)
+        out.write(jsonl_block(fleet.step(options.period_s), start + k * period, ids))
+        count += len(ids)
     return count
 
 
