@@ -143,6 +143,17 @@ class EmbeddedStack:
     def start_consumer(self, index: int = 0) -> Service:
         return self._spawn(f"consumer-{index}", [sys.executable, "-m", "src.consumer.batch_consumer"])
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) each running service has used so far; empty where /proc is missing."""
+        used: dict[str, float] = {}
+        for service in self.services:
+            try:
+                fields = Path(f"/proc/{service.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            used[service.name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return used
+
     def service(self, name: str) -> Service:
         return next(s for s in self.services if s.name == name)
 

@@ -202,6 +202,12 @@ def run_load_test(args: argparse.Namespace, url: str, api_key: str, data_dir: Pa
     return build_report(run, index, missing, time.perf_counter() - started)
 
 
+def report_cpu_share(before: dict[str, float], after: dict[str, float], wall_s: float) -> None:
+    """Where the machine's cores went during the run: which process to profile first."""
+    shares = [f"{name} {(after[name] - before.get(name, 0.0)) / wall_s:.2f}" for name in after]
+    progress("CPU seconds per second: " + ", ".join(shares))
+
+
 def progress(message: str) -> None:
     print(f"[load_test] {message}", file=sys.stderr, flush=True)
 
@@ -232,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
             config = StackConfig(data_dir=Path(tmp) / "data", log_dir=Path(tmp) / "logs", api_key=secrets.token_hex(16))
             with EmbeddedStack(config) as stack:
                 progress(f"embedded stack up: receiver {stack.receiver_url}, AWS {stack.aws_endpoint}")
+                cpu_before, own_before, wall_before = stack.cpu_seconds(), time.process_time(), time.perf_counter()
                 report = run_load_test(args, stack.receiver_url, config.api_key, config.data_dir)
+                cpu_after = {**stack.cpu_seconds(), "load generator": time.process_time()}
+                report_cpu_share(
+                    {**cpu_before, "load generator": own_before}, cpu_after, time.perf_counter() - wall_before
+                )
     else:
         settings = GeneratorSettings()
         api_key = settings.first_api_key
