@@ -74,6 +74,12 @@ class Metrics:
             buckets=(1_024, 4_096, 16_384, 65_536, 131_072, 196_608, 262_144),
             registry=self.registry,
         )
+        self.sqs_send_seconds = Histogram(
+            "receiver_sqs_send_seconds",
+            "How long SQS took to accept one envelope (SendMessage alone, without linger or queueing)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
         self.envelope_readings = Histogram(
             "receiver_envelope_readings",
             "Readings per SQS message sent",
@@ -84,6 +90,7 @@ class Metrics:
     def envelope_sent(self, readings: int, body_bytes: int, seconds: float) -> None:
         self.envelope_bytes.observe(body_bytes)
         self.envelope_readings.observe(readings)
+        self.sqs_send_seconds.observe(seconds)
 
 
 class RequestCounter:

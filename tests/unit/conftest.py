@@ -6,7 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from src.common.provisioning import Queues
+from src.common.settings import ReceiverSettings
 from tests.fakes import FakeReceiver
+from tests.unit.test_receiver_support import API_KEY
 
 
 @pytest.fixture
@@ -16,3 +19,10 @@ def receiver() -> Iterator[FakeReceiver]:
     fake.start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+def receiver_settings(queues: Queues, monkeypatch: pytest.MonkeyPatch) -> ReceiverSettings:
+    """Receiver settings for this test's fresh queue, with the key the receiver test helpers send."""
+    monkeypatch.setenv("API_KEY", API_KEY)
+    return ReceiverSettings()

@@ -23,18 +23,12 @@ from tests.unit.test_receiver_support import (
 )
 
 
-@pytest.fixture
-def settings(queues: Queues, monkeypatch: pytest.MonkeyPatch) -> ReceiverSettings:
-    monkeypatch.setenv("API_KEY", API_KEY)
-    return ReceiverSettings()
-
-
 async def test_batch_is_accepted_with_its_count_and_all_records_queued(
-    settings: ReceiverSettings, queues: Queues
+    receiver_settings: ReceiverSettings, queues: Queues
 ) -> None:
     """202 names how many readings were queued, and every one of them is in SQS, stamped alike."""
     readings = [make_reading(i) for i in range(25)]
-    async with running(create_app(settings)) as client:
+    async with running(create_app(receiver_settings)) as client:
         response = await client.post("/ingest/batch", json=readings, headers=HEADERS)
     assert response.status_code == 202
     assert response.json() == {"status": "accepted", "accepted": 25}
@@ -44,14 +38,14 @@ async def test_batch_is_accepted_with_its_count_and_all_records_queued(
 
 
 async def test_batch_with_bad_readings_names_each_index_and_queues_nothing(
-    settings: ReceiverSettings, queues: Queues
+    receiver_settings: ReceiverSettings, queues: Queues
 ) -> None:
     """One bad reading rejects the whole batch; the errors say which ones, by index."""
     readings = [make_reading(i) for i in range(6)]
     readings[1]["payload"]["battery_soc"] = 101
     readings[3]["vehicle_id"] = "../etc/passwd"
     readings[4]["payload"]["battery_voltage"] = float("nan")
-    async with running(create_app(settings)) as client:
+    async with running(create_app(receiver_settings)) as client:
         response = await client.post("/ingest/batch", content=json.dumps(readings), headers=HEADERS)
     assert response.status_code == 422
     assert [error["loc"] for error in response.json()["detail"]] == [
@@ -68,10 +62,10 @@ async def test_batch_with_bad_readings_names_each_index_and_queues_nothing(
     ids=["empty array", "object instead of array", "100000 nested arrays", "number instead of reading"],
 )
 async def test_batch_that_is_not_a_non_empty_array_of_readings_is_422(
-    settings: ReceiverSettings, body: str, error_type: str
+    receiver_settings: ReceiverSettings, body: str, error_type: str
 ) -> None:
     """Empty, non-array and absurdly nested bodies are client errors, never 5xx."""
-    async with running(create_app(settings)) as client:
+    async with running(create_app(receiver_settings)) as client:
         response = await client.post("/ingest/batch", content=body, headers=HEADERS)
     assert response.status_code == 422
     assert response.json()["detail"][0]["type"] == error_type
@@ -94,20 +88,20 @@ async def test_batch_over_max_readings_is_422(queues: Queues, monkeypatch: pytes
     assert len(received_records(queues.url)) == 5
 
 
-async def test_batch_over_byte_limit_is_413(settings: ReceiverSettings) -> None:
+async def test_batch_over_byte_limit_is_413(receiver_settings: ReceiverSettings) -> None:
     """/ingest/batch has its own, larger body limit."""
-    body = b" " * (settings.max_batch_bytes + 1)
-    async with running(create_app(settings)) as client:
+    body = b" " * (receiver_settings.max_batch_bytes + 1)
+    async with running(create_app(receiver_settings)) as client:
         response = await client.post("/ingest/batch", content=body, headers=HEADERS)
     assert response.status_code == 413
 
 
 async def test_batch_larger_than_one_sqs_message_is_split_under_the_limit(
-    settings: ReceiverSettings, queues: Queues
+    receiver_settings: ReceiverSettings, queues: Queues
 ) -> None:
     """A batch whose records exceed 256 KiB travels in several envelopes, each one within the SQS limit."""
-    readings = [make_reading(i, vehicle_id=f"{i:05d}-" + "v" * 58) for i in range(settings.max_batch_readings)]
-    async with running(create_app(settings)) as client:
+    readings = [make_reading(i, vehicle_id=f"{i:05d}-" + "v" * 58) for i in range(receiver_settings.max_batch_readings)]
+    async with running(create_app(receiver_settings)) as client:
         response = await client.post("/ingest/batch", json=readings, headers=HEADERS)
     assert response.status_code == 202
 
@@ -119,11 +113,11 @@ async def test_batch_larger_than_one_sqs_message_is_split_under_the_limit(
 
 
 async def test_concurrent_requests_share_few_sqs_messages_and_each_reading_lands_once(
-    settings: ReceiverSettings, queues: Queues
+    receiver_settings: ReceiverSettings, queues: Queues
 ) -> None:
     """Group commit: 50 concurrent /ingest calls become far fewer SQS messages, nothing lost or doubled."""
     readings = [make_reading(i) for i in range(50)]
-    async with running(create_app(settings)) as client:
+    async with running(create_app(receiver_settings)) as client:
         responses = await asyncio.gather(*(client.post("/ingest", json=r, headers=HEADERS) for r in readings))
     assert [r.status_code for r in responses] == [202] * 50
 

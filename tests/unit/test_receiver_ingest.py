@@ -22,17 +22,13 @@ from tests.unit.test_receiver_support import (
 )
 
 
-@pytest.fixture
-def settings(queues: Queues, monkeypatch: pytest.MonkeyPatch) -> ReceiverSettings:
-    monkeypatch.setenv("API_KEY", API_KEY)
-    return ReceiverSettings()
-
-
-async def test_accepted_reading_is_in_sqs_stamped_with_server_time(settings: ReceiverSettings, queues: Queues) -> None:
+async def test_accepted_reading_is_in_sqs_stamped_with_server_time(
+    receiver_settings: ReceiverSettings, queues: Queues
+) -> None:
     """202 means SQS holds the reading, with ingest_received_at from the server's clock."""
     reading = make_reading()
     before = datetime.now(UTC)
-    async with running(create_app(settings)) as client:
+    async with running(create_app(receiver_settings)) as client:
         response = await client.post("/ingest", json=reading, headers=HEADERS)
     after = datetime.now(UTC)
 
@@ -46,9 +42,11 @@ async def test_accepted_reading_is_in_sqs_stamped_with_server_time(settings: Rec
 
 
 @pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}, {"X-API-Key": API_KEY + "x"}])
-async def test_missing_or_wrong_key_is_401(settings: ReceiverSettings, queues: Queues, headers: dict[str, str]) -> None:
+async def test_missing_or_wrong_key_is_401(
+    receiver_settings: ReceiverSettings, queues: Queues, headers: dict[str, str]
+) -> None:
     """Only holders of a configured key may post; nothing of theirs reaches the queue."""
-    async with running(create_app(settings)) as client:
+    async with running(create_app(receiver_settings)) as client:
         response = await client.post("/ingest", json=make_reading(), headers=headers)
         batch = await client.post("/ingest/batch", json=[make_reading()], headers=headers)
     assert response.status_code == 401
@@ -56,10 +54,10 @@ async def test_missing_or_wrong_key_is_401(settings: ReceiverSettings, queues: Q
     assert received_records(queues.url) == []
 
 
-async def test_key_is_checked_before_the_body_is_read(settings: ReceiverSettings) -> None:
+async def test_key_is_checked_before_the_body_is_read(receiver_settings: ReceiverSettings) -> None:
     """An unauthenticated client cannot make the receiver read (or buffer) its body."""
     consumed = [0]
-    async with running(create_app(settings)) as client:
+    async with running(create_app(receiver_settings)) as client:
         response = await client.post("/ingest/batch", content=counting_chunks(b"x" * 1024, 100, consumed))
     assert response.status_code == 401
     assert consumed[0] == 0
@@ -125,12 +123,14 @@ INVALID_READINGS = {
 
 
 @pytest.mark.parametrize("case", INVALID_READINGS, ids=list(INVALID_READINGS))
-async def test_invalid_reading_is_422_naming_the_field(settings: ReceiverSettings, queues: Queues, case: str) -> None:
+async def test_invalid_reading_is_422_naming_the_field(
+    receiver_settings: ReceiverSettings, queues: Queues, case: str
+) -> None:
     """Impossible readings are refused with FastAPI's usual error shape and never queued."""
     mutate, loc = INVALID_READINGS[case]
     reading = make_reading()
     mutate(reading)
-    async with running(create_app(settings)) as client:
+    async with running(create_app(receiver_settings)) as client:
         response = await client.post("/ingest", content=json.dumps(reading), headers=HEADERS)
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
@@ -152,51 +152,51 @@ MALFORMED_BODIES = {
 
 
 @pytest.mark.parametrize("case", MALFORMED_BODIES, ids=list(MALFORMED_BODIES))
-async def test_malformed_body_is_422_not_5xx(settings: ReceiverSettings, case: str) -> None:
+async def test_malformed_body_is_422_not_5xx(receiver_settings: ReceiverSettings, case: str) -> None:
     """Bodies that are not a JSON object at all are the client's fault: 422 at the body."""
-    async with running(create_app(settings)) as client:
+    async with running(create_app(receiver_settings)) as client:
         response = await client.post("/ingest", content=MALFORMED_BODIES[case], headers=HEADERS)
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == ["body"]
 
 
-async def test_body_over_limit_by_content_length_is_413_unread(settings: ReceiverSettings) -> None:
+async def test_body_over_limit_by_content_length_is_413_unread(receiver_settings: ReceiverSettings) -> None:
     """A declared Content-Length over the limit is refused before any body byte is read."""
     consumed = [0]
-    headers = {**HEADERS, "Content-Length": str(settings.max_reading_bytes + 1)}
-    async with running(create_app(settings)) as client:
+    headers = {**HEADERS, "Content-Length": str(receiver_settings.max_reading_bytes + 1)}
+    async with running(create_app(receiver_settings)) as client:
         response = await client.post("/ingest", content=counting_chunks(b"x", 1, consumed), headers=headers)
-        plain = await client.post("/ingest", content=b" " * (settings.max_reading_bytes + 1), headers=HEADERS)
+        plain = await client.post("/ingest", content=b" " * (receiver_settings.max_reading_bytes + 1), headers=HEADERS)
     assert response.status_code == 413
     assert consumed[0] == 0
     assert plain.status_code == 413
 
 
-async def test_streamed_body_over_limit_is_413_and_reading_stops(settings: ReceiverSettings) -> None:
+async def test_streamed_body_over_limit_is_413_and_reading_stops(receiver_settings: ReceiverSettings) -> None:
     """A chunked body announces no length; the receiver stops reading once it passes the limit."""
     consumed = [0]
     chunk = b" " * 1024
-    chunks_allowed = settings.max_reading_bytes // len(chunk)
-    async with running(create_app(settings)) as client:
+    chunks_allowed = receiver_settings.max_reading_bytes // len(chunk)
+    async with running(create_app(receiver_settings)) as client:
         response = await client.post("/ingest", content=counting_chunks(chunk, 1_000, consumed), headers=HEADERS)
     assert response.status_code == 413
-    assert response.json() == {"detail": f"request body exceeds {settings.max_reading_bytes} bytes"}
+    assert response.json() == {"detail": f"request body exceeds {receiver_settings.max_reading_bytes} bytes"}
     assert consumed[0] == chunks_allowed + 1
 
 
-async def test_streamed_body_within_limit_is_accepted(settings: ReceiverSettings, queues: Queues) -> None:
+async def test_streamed_body_within_limit_is_accepted(receiver_settings: ReceiverSettings, queues: Queues) -> None:
     """Chunked uploads are fine as long as they stay under the limit."""
     body = json.dumps(make_reading()).encode()
     consumed = [0]
-    async with running(create_app(settings)) as client:
+    async with running(create_app(receiver_settings)) as client:
         response = await client.post("/ingest", content=counting_chunks(body, 1, consumed), headers=HEADERS)
     assert response.status_code == 202
     assert len(received_records(queues.url)) == 1
 
 
-async def test_no_5xx_for_odd_requests(settings: ReceiverSettings) -> None:
+async def test_no_5xx_for_odd_requests(receiver_settings: ReceiverSettings) -> None:
     """Odd but harmless request details (content type, bad Content-Length text) never cause a 5xx."""
-    async with running(create_app(settings)) as client:
+    async with running(create_app(receiver_settings)) as client:
         response = await client.post(
             "/ingest", content=json.dumps(make_reading()), headers={**HEADERS, "Content-Type": "text/plain"}
         )
@@ -205,9 +205,9 @@ async def test_no_5xx_for_odd_requests(settings: ReceiverSettings) -> None:
     assert wrong_method.status_code == 405
 
 
-async def test_content_length_that_is_not_a_number_is_no_crash(settings: ReceiverSettings) -> None:
+async def test_content_length_that_is_not_a_number_is_no_crash(receiver_settings: ReceiverSettings) -> None:
     """A Content-Length that is not a number is left to the streaming limit, never a 5xx."""
-    async with running(create_app(settings)) as client:
+    async with running(create_app(receiver_settings)) as client:
         request = client.build_request("POST", "/ingest", content=b"{}", headers=HEADERS)
         request.headers["Content-Length"] = "abc"
         response = await client.send(request)
