@@ -1,59 +1,153 @@
-"""A simple, vectorised model of a fleet's traction batteries.
+"""A fleet of electric cars and their traction batteries, simulated together with numpy.
 
-Callers see only :class:`Fleet` (``step(dt_s) -> PackSnapshot``) and the
-:class:`BatteryFleet` protocol, so a later full physics model (equivalent-circuit cells
-with RC pairs, a proper thermal network, drive cycles, charging) can replace the
-internals without touching the simulator. What is here is deliberately modest but
-physically consistent, so that the telemetry looks like a battery's:
+Each vehicle carries a pack like the BMW i3's: 96 cells in series, in 8 modules of 12,
+about 355 V nominal, in one of the i3's three capacity variants (60, 94 or 120 Ah). The
+model is built from four parts, each a textbook simplification an engineer will recognise:
 
-* 96 cells in series per vehicle, each with its own capacity, resistance and cooling
-  (seeded manufacturing spread), so cell min/max differ as they do in real packs;
-* open-circuit voltage from an NMC OCV(SOC) table; terminal voltage is OCV + I*R, so
-  the pack sags under discharge and rises under regen;
-* current from a random but smooth power demand (an Ornstein-Uhlenbeck process:
-  mostly discharge, some regen) with parked periods (a two-state Markov switch);
-* SOC by coulomb counting, temperatures rising with I^2*R and relaxing to ambient.
+* **Cells** (:mod:`src.generator.cell`): a Thevenin equivalent circuit per cell, OCV(SOC, T)
+  from an NMC curve, R0 and one RC pair that rise in the cold and near empty, SOC by
+  coulomb counting. Every cell has its own capacity, resistance and starting SOC, drawn
+  around per-module values, so the BMS sees a spread between its weakest and strongest cell.
+* **Thermal**: one lumped heat capacity per module. Cells heat by their I²R losses; a
+  module loses heat slowly to ambient through the pack casing, and quickly to the coolant
+  once it is warmer than ``cooling_on_c`` (the i3 cools its pack with refrigerant); a
+  heater warms the coolant while a cold pack charges. A cell's temperature is its module's
+  plus a fixed offset for where it sits (sensor position, distance from the cooling plate).
+* **Vehicle** (:mod:`src.generator.vehicle`): speed profiles (urban, highway, mixed) and a
+  longitudinal model turn driving into the power the pack must deliver; heating or air
+  conditioning add an auxiliary load that grows with the gap to a comfortable 21 °C.
+* **BMS**: solves for the pack current that delivers the demanded power, then limits it
+  so no cell leaves 3.0 to 4.2 V, derates charge in the cold and both directions near empty
+  or full, and charges CC-CV: constant current at the charger's power until the highest
+  cell reaches 4.15 V, then a tapering current that holds it there.
 
-Everything is arrays of shape ``(n_vehicles,)`` or ``(n_vehicles, CELLS_IN_SERIES)`` and
-driven by one seeded generator, so a run is deterministic per seed.
+The vehicles are a fleet in daily service (car sharing, ride hailing, delivery): trips of
+tens of minutes with pauses between them, and a charging session (AC 11 kW or DC 50 kW)
+whenever the pack runs low, so a long run shows the sawtooth SOC history such fleets have.
+
+Each step holds the current constant (zero-order hold) and evaluates the cell parameters
+at the state at its start, exactly like :func:`src.generator.cell.simulate_cell`, which is
+validated against PyBaMM. Every array has the fleet as its first axis; one seeded generator
+drives everything in a fixed pattern, so a run is reproducible per seed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
+from src.generator.cell import (
+    CellParameters,
+    FloatArray,
+    ocv_and_slope,
+    open_circuit_voltage,
+    rc_decay,
+    relax_rc,
+    resistance_factor,
+    soc_change_pct,
+    step_resistance,
+)
+from src.generator.vehicle import DriveCycles, Route, VehicleParameters, battery_power_w
 
-CELLS_IN_SERIES = 96
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
-# NMC open-circuit voltage per cell against SOC (%): steep at both ends, a gentle slope between.
-OCV_SOC_PCT: FloatArray = np.array([0.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 100.0])
-OCV_VOLTS: FloatArray = np.array([3.00, 3.30, 3.45, 3.53, 3.58, 3.65, 3.71, 3.77, 3.84, 3.92, 4.00, 4.08, 4.13, 4.20])
-
-CELL_RESISTANCE_OHM = 0.0008  # DC internal resistance of a ~94 Ah prismatic cell at 25 °C
-CELL_HEAT_CAPACITY_J_PER_K = 2000.0  # about 2 kg of cell at ~1000 J/(kg K)
-CELL_COOLING_W_PER_K = 1.1  # thermal time constant of roughly half an hour
-MAX_DISCHARGE_A = 400.0
-MAX_CHARGE_A = 250.0  # regen limit
-CELL_V_LIMITS = (2.5, 4.3)
-CELL_T_LIMITS = (-40.0, 80.0)
-
-# Driving power demand (W, negative = drawn from the pack) as an Ornstein-Uhlenbeck process.
-POWER_MEAN_W = -12_000.0
-POWER_SIGMA_W = 20_000.0
-POWER_TAU_S = 15.0
-POWER_LIMITS_W = (-150_000.0, 60_000.0)
-MEAN_DRIVING_S = 900.0
-MEAN_PARKED_S = 180.0
+MODULES = 8
+CELLS_PER_MODULE = 12
+CELLS_IN_SERIES = MODULES * CELLS_PER_MODULE
+CAPACITY_VARIANTS_AH = (60.0, 94.0, 120.0)
+NOMINAL_CELL_V = 3.68
+NOMINAL_PACK_V = CELLS_IN_SERIES * NOMINAL_CELL_V  # 353 V, what a charger's rating is quoted against
 
 
-def open_circuit_voltage(soc_pct: FloatArray) -> FloatArray:
-    """Cell OCV (V) for SOC (%), interpolated in the NMC table (any array shape)."""
-    return np.interp(soc_pct, OCV_SOC_PCT, OCV_VOLTS)
+class Activity(IntEnum):
+    """What a vehicle is doing; decides where its pack current comes from."""
+
+    PARKED = 0
+    DRIVING = 1
+    CHARGING = 2
+
+
+@dataclass(frozen=True)
+class BmsLimits:
+    """The protection window the battery management system keeps every cell in."""
+
+    cell_v_min: float = 3.0
+    cell_v_max: float = 4.2
+    cv_voltage: float = 4.15  # CC-CV switches to constant voltage here, a little below the hard limit
+    max_discharge_c: float = 3.5  # ~330 A for the 94 Ah pack: the i3's 125 kW motor at low voltage
+    max_charge_c: float = 1.5  # regen and DC charging
+    charge_end_c: float = 0.05  # a CV phase ends when the current has tapered to C/20
+    cold_charge_full_c: float = 15.0  # full charge rate from this cell temperature up ...
+    cold_charge_zero_c: float = 0.0  # ... derated linearly to a trickle at freezing
+    cold_charge_floor: float = 0.05  # the trickle, as a fraction of the full rate
+    empty_derate_pct: float = 5.0  # discharge derated linearly below this cell SOC
+    full_derate_pct: float = 2.0  # charge derated linearly above 100 % minus this
+
+
+@dataclass(frozen=True)
+class Variation:
+    """Manufacturing and assembly spread, as relative (or absolute) standard deviations.
+
+    Each cell's value is nominal x (1 + module draw) x (1 + cell draw): modules differ as
+    whole production lots do, cells within a module less so. All zero gives identical cells.
+    """
+
+    capacity_module: float = 0.004
+    capacity_cell: float = 0.008
+    resistance_module: float = 0.02
+    resistance_cell: float = 0.04
+    soc_module_pct: float = 0.6  # absolute, percentage points of SOC (balancing is never perfect)
+    soc_cell_pct: float = 0.3
+    temp_module_c: float = 0.5  # absolute, °C at the start
+    temp_cell_c: float = 0.3  # absolute, °C: a cell's fixed offset from its module (sensor and position)
+
+    @classmethod
+    def none(cls) -> Variation:
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class ThermalParameters:
+    """One module's thermal mass and its paths to ambient and coolant."""
+
+    heat_capacity_j_per_k: float = 30_000.0  # 12 cells of ~2 kg at ~1 kJ/(kg K), plus housing
+    casing_w_per_k: float = 2.5  # to ambient: about a 3.5 h time constant parked
+    coolant_w_per_k: float = 25.0  # with the coolant flowing: about 20 min
+    coolant_c: float = 20.0
+    cooling_on_c: float = 30.0
+    heater_coolant_c: float = 30.0
+    heating_below_c: float = 10.0  # warm a cold pack while it charges
+    cell_gradient: float = 0.15  # a cell's share of its module's rise above the sink, -/+ edge to centre
+
+
+@dataclass(frozen=True)
+class DutyParameters:
+    """How the fleet is used: trip and pause lengths, when and how it charges."""
+
+    mean_pause_s: float = 900.0
+    min_pause_s: float = 120.0
+    trip_s: dict[Route, tuple[float, float]] = field(
+        default_factory=lambda: {
+            Route.URBAN: (600.0, 2400.0),
+            Route.HIGHWAY: (1200.0, 4800.0),
+            Route.MIXED: (900.0, 3600.0),
+        }
+    )
+    route_weights: tuple[float, float, float] = (0.5, 0.2, 0.3)  # urban, highway, mixed
+    charge_below_pct: tuple[float, float] = (20.0, 40.0)  # each driver's threshold, drawn once
+    dc_share: float = 0.35
+    ac_power_w: float = 11_000.0
+    dc_power_w: float = 50_000.0
+    ac_target_pct: float = 100.0
+    dc_target_pct: float = 80.0
+    base_aux_w: float = 300.0  # controllers, pumps, 12 V DC/DC
+    hvac_w_per_k: float = 90.0  # heating or cooling the cabin towards 21 °C
+    max_hvac_w: float = 4_000.0
 
 
 @dataclass(frozen=True)
@@ -64,8 +158,8 @@ class PackSnapshot:
     moves on: the fleet never writes into an array it has returned.
     """
 
-    soc: FloatArray  # %
-    voltage: FloatArray  # pack terminal voltage, V
+    soc: FloatArray  # %, the mean of the cells' SOC
+    voltage: FloatArray  # pack terminal voltage, V: the sum of the cell voltages
     current: FloatArray  # A, negative = discharge
     cell_voltage_min: FloatArray  # V
     cell_voltage_max: FloatArray  # V
@@ -75,7 +169,7 @@ class PackSnapshot:
 
 
 class BatteryFleet(Protocol):
-    """What the simulator needs from any battery model, simple or full physics."""
+    """What the simulator needs from any battery model."""
 
     @property
     def n_vehicles(self) -> int: ...
@@ -84,89 +178,308 @@ class BatteryFleet(Protocol):
 
 
 class Fleet:
-    """N vehicles' packs, advanced together by :meth:`step`; deterministic per ``seed``."""
+    """N vehicles and their packs, advanced together by :meth:`step`; deterministic per ``seed``.
 
-    def __init__(self, n_vehicles: int, seed: int, capacity_ah: float = 94.0) -> None:
+    ``capacity_ah`` picks one variant for the whole fleet; ``None`` mixes the three.
+    ``initial_soc_pct`` starts every pack there (default: each somewhere in 30-95 %), and
+    ``ambient_c`` sets the weather (default: each vehicle somewhere in -5..32 °C).
+    """
+
+    def __init__(
+        self,
+        n_vehicles: int,
+        seed: int,
+        capacity_ah: float | None = 94.0,
+        vehicle: VehicleParameters | None = None,
+        bms: BmsLimits | None = None,
+        thermal: ThermalParameters | None = None,
+        duty: DutyParameters | None = None,
+        variation: Variation | None = None,
+        initial_soc_pct: float | None = None,
+        ambient_c: float | None = None,
+    ) -> None:
         if n_vehicles < 1:
             raise ValueError("a fleet needs at least one vehicle")
-        if capacity_ah <= 0:
+        if capacity_ah is not None and capacity_ah <= 0:
             raise ValueError("capacity must be positive")
         self._n = n_vehicles
         self._rng = np.random.default_rng(seed)
-        rng = self._rng
-        shape = (n_vehicles, CELLS_IN_SERIES)
-        # Per-cell manufacturing spread: capacity ±1 %, resistance ±5 %, cooling ±10 %.
-        self._capacity_ah: FloatArray = capacity_ah * (1.0 + 0.01 * rng.standard_normal(shape))
-        self._r25_ohm: FloatArray = CELL_RESISTANCE_OHM * (1.0 + 0.05 * rng.standard_normal(shape))
-        self._cooling_w_per_k: FloatArray = CELL_COOLING_W_PER_K * (1.0 + 0.1 * rng.standard_normal(shape))
-        np.clip(self._cooling_w_per_k, 0.5 * CELL_COOLING_W_PER_K, None, out=self._cooling_w_per_k)
-        # Where a cell sits relative to the coolant shifts its resting temperature a little.
-        ambient = rng.uniform(5.0, 30.0, n_vehicles)
-        self._cell_ambient_c: FloatArray = ambient[:, None] + 0.4 * rng.standard_normal(shape)
-        self._temp_c: FloatArray = self._cell_ambient_c.copy()
-        pack_soc = rng.uniform(40.0, 95.0, n_vehicles)
-        self._cell_soc: FloatArray = np.clip(pack_soc[:, None] + 0.5 * rng.standard_normal(shape), 0.0, 100.0)
-        self._power_w: FloatArray = POWER_MEAN_W + POWER_SIGMA_W * rng.standard_normal(n_vehicles)
-        self._driving = rng.random(n_vehicles) < MEAN_DRIVING_S / (MEAN_DRIVING_S + MEAN_PARKED_S)
+        self.vehicle = vehicle or VehicleParameters()
+        self.bms = bms or BmsLimits()
+        self.thermal = thermal or ThermalParameters()
+        self.duty = duty or DutyParameters()
+        self.variation = variation or Variation()
+        self._cycles = DriveCycles(n_vehicles, self._rng)
+        self._draw_packs(capacity_ah, initial_soc_pct, ambient_c)
+        self._draw_duty()
+        self._held = False
+        self._last_cell_v: FloatArray = self._open_circuit_cells()
+
+    # --- set-up --------------------------------------------------------------------------
+
+    def _draw_packs(self, capacity_ah: float | None, initial_soc_pct: float | None, ambient_c: float | None) -> None:
+        """Every cell's parameters: nominal, times a module factor, times a cell factor (seeded spread)."""
+        rng, n, var = self._rng, self._n, self.variation
+        if capacity_ah is None:
+            nominal_ah = rng.choice(np.array(CAPACITY_VARIANTS_AH), n)
+        else:
+            nominal_ah = np.full(n, float(capacity_ah))
+        self.capacity_ah: FloatArray = nominal_ah
+        reference = CellParameters()
+        resistance_scale = reference.capacity_ah / nominal_ah
+        self.cell = reference
+
+        def draw(module_sigma: float, cell_sigma: float) -> tuple[FloatArray, FloatArray]:
+            """(module, cell) deviations, shaped to broadcast to (vehicles, modules, cells per module)."""
+            module = module_sigma * rng.standard_normal((n, MODULES, 1))
+            cell = cell_sigma * rng.standard_normal((n, MODULES, CELLS_PER_MODULE))
+            return module, cell
+
+        def spread(module_sigma: float, cell_sigma: float) -> FloatArray:
+            module, cell = draw(module_sigma, cell_sigma)
+            return ((1.0 + module) * (1.0 + cell)).reshape(n, CELLS_IN_SERIES)
+
+        self._cell_capacity_ah: FloatArray = nominal_ah[:, None] * spread(var.capacity_module, var.capacity_cell)
+        resistance = resistance_scale[:, None] * spread(var.resistance_module, var.resistance_cell)
+        self._r0_nominal: FloatArray = reference.r0_ohm * resistance
+        self._r1_nominal: FloatArray = reference.r1_ohm * resistance
+        self._decay_dt = -1.0
+        self._decay = 0.0
+
+        pack_soc = rng.uniform(30.0, 95.0, n)
+        if initial_soc_pct is not None:
+            pack_soc[:] = initial_soc_pct
+        module_soc, cell_soc = draw(var.soc_module_pct, var.soc_cell_pct)
+        self._cell_soc: FloatArray = np.clip(pack_soc[:, None] + (module_soc + cell_soc).reshape(n, -1), 0.0, 100.0)
+        self._v1: FloatArray = np.zeros((n, CELLS_IN_SERIES))
+
+        self.ambient_c: FloatArray = rng.uniform(-5.0, 32.0, n)
+        if ambient_c is not None:
+            self.ambient_c[:] = ambient_c
+        module_temp, cell_temp = draw(var.temp_module_c, var.temp_cell_c)
+        self._module_temp_c: FloatArray = self.ambient_c[:, None] + module_temp[:, :, 0]
+        self._cell_offset_c: FloatArray = cell_temp
+        # Cells in the middle of a module run warmer than those at its ends when it heats up.
+        position = np.abs(np.linspace(-1.0, 1.0, CELLS_PER_MODULE))
+        self._cell_gradient: FloatArray = self.thermal.cell_gradient * (0.5 - position)
+        self._cell_temp_c: FloatArray = self._cell_temperatures(self.ambient_c[:, None])
+
+    def _draw_duty(self) -> None:
+        """Who is driving at the start, for how long, and each driver's charging habit."""
+        rng, n, duty = self._rng, self._n, self.duty
+        self.activity: IntArray = np.where(rng.random(n) < 0.5, Activity.DRIVING, Activity.PARKED).astype(np.int64)
+        self._timer_s: FloatArray = rng.uniform(0.2, 1.0, n) * duty.mean_pause_s
+        self._charge_below_pct: FloatArray = rng.uniform(*duty.charge_below_pct, n)
+        self._charger_w: FloatArray = np.zeros(n)
+        self._charge_target_pct: FloatArray = np.full(n, 100.0)
+        driving = self.activity == Activity.DRIVING
+        self._start_trips(driving, rng.random(n), rng.random(n))
+
+    # --- public --------------------------------------------------------------------------
 
     @property
     def n_vehicles(self) -> int:
         return self._n
 
+    @property
+    def speed_mps(self) -> FloatArray:
+        return self._cycles.speed_mps.copy()
+
+    def cell_voltages(self) -> FloatArray:
+        """Every cell's terminal voltage after the last step, shape (vehicles, 96): a copy."""
+        return self._last_cell_v.copy()
+
+    def cell_soc(self) -> FloatArray:
+        """Every cell's SOC (%) after the last step, shape (vehicles, 96): a copy."""
+        return self._cell_soc.copy()
+
+    def module_temperatures(self) -> FloatArray:
+        """Every module's temperature (°C) after the last step, shape (vehicles, 8): a copy."""
+        return self._module_temp_c.copy()
+
+    def hold(self, activity: Activity, route: Route = Route.MIXED, charger_w: float | None = None) -> None:
+        """Put every vehicle into ``activity`` and keep it there (for experiments, tests and plots).
+
+        Drivers are told to stop (they brake to a standstill) or to set off on ``route``;
+        chargers start a CC-CV session at ``charger_w`` (default: the AC charger) towards 100 %.
+        """
+        everyone = np.ones(self._n, dtype=bool)
+        self._held = True
+        if activity == Activity.DRIVING:
+            self._cycles.start(everyone, int(route))
+        else:
+            self._cycles.finish(everyone)
+        if activity == Activity.CHARGING:
+            self._charger_w[:] = self.duty.ac_power_w if charger_w is None else charger_w
+            self._charge_target_pct[:] = 100.0
+        self.activity[:] = activity
+
+    def release(self) -> None:
+        """Return to the fleet's normal duty cycle after :meth:`hold`."""
+        self._held = False
+
     def step(self, dt_s: float) -> PackSnapshot:
-        """Advance every pack by ``dt_s`` seconds and report the state at the end of it."""
+        """Advance every vehicle by ``dt_s`` seconds and report each pack at the end of the step."""
         if dt_s <= 0:
             raise ValueError("dt_s must be positive")
-        self._advance_drivers(dt_s)
-        ocv_cell = open_circuit_voltage(self._cell_soc)
-        ocv_pack = ocv_cell.sum(axis=1)
-        current = self._current_for(ocv_pack)
-        resistance = self._resistance()
-        cell_v = np.clip(ocv_cell + current[:, None] * resistance, *CELL_V_LIMITS)
-        self._coulomb_count(current, dt_s)
-        self._heat(current, resistance, dt_s)
+        self._advance_duty(dt_s)
+        speed, accel = self._cycles.step(dt_s)
+        decay = self._rc_decay(dt_s)
+        factor = resistance_factor(self._cell_soc, self._cell_temp_c, self.cell)
+        r0 = self._r0_nominal * factor
+        r1 = self._r1_nominal * factor
+        # Over one step each cell is a source and a resistance: V_end = OCV + v1 * decay + I * R_step.
+        ocv, slope = ocv_and_slope(self._cell_soc, self._cell_temp_c)
+        source = ocv + self._v1 * decay
+        resistance = step_resistance(r0, r1, slope, self._cell_capacity_ah, dt_s, decay)
+        current = self._limit(self._demand(speed, accel, source, resistance), source, resistance)
+        self._v1 = relax_rc(self._v1, current[:, None], r1, decay)
+        self._cell_soc = np.clip(
+            self._cell_soc + soc_change_pct(current[:, None], dt_s, self._cell_capacity_ah), 0, 100
+        )
+        ocv = open_circuit_voltage(self._cell_soc, self._cell_temp_c)
+        cell_v = ocv + current[:, None] * r0 + self._v1
+        self._heat(current, r0, r1, dt_s)
+        self._finish_charging(current)
+        self._last_cell_v = cell_v
         return PackSnapshot(
             soc=self._cell_soc.mean(axis=1),
             voltage=cell_v.sum(axis=1),
             current=current,
             cell_voltage_min=cell_v.min(axis=1),
             cell_voltage_max=cell_v.max(axis=1),
-            cell_temp_min=self._temp_c.min(axis=1),
-            cell_temp_max=self._temp_c.max(axis=1),
-            open_circuit_voltage=ocv_pack,
+            cell_temp_min=self._cell_temp_c.min(axis=1),
+            cell_temp_max=self._cell_temp_c.max(axis=1),
+            open_circuit_voltage=ocv.sum(axis=1),
         )
 
-    def _advance_drivers(self, dt_s: float) -> None:
-        """Park or drive (Markov switch), and move each driver's power demand smoothly (exact OU step)."""
-        rng = self._rng
-        leave_driving = rng.random(self._n) < -np.expm1(-dt_s / MEAN_DRIVING_S)
-        leave_parked = rng.random(self._n) < -np.expm1(-dt_s / MEAN_PARKED_S)
-        self._driving = np.where(self._driving, ~leave_driving, leave_parked)
-        decay = np.exp(-dt_s / POWER_TAU_S)
-        noise = POWER_SIGMA_W * np.sqrt(1.0 - decay * decay) * rng.standard_normal(self._n)
-        self._power_w = POWER_MEAN_W + (self._power_w - POWER_MEAN_W) * decay + noise
+    # --- duty cycle ----------------------------------------------------------------------
 
-    def _current_for(self, ocv_pack: FloatArray) -> FloatArray:
-        """Pack current (A) that delivers the demanded power, within the pack's limits."""
-        power = np.where(self._driving, np.clip(self._power_w, *POWER_LIMITS_W), 0.0)
-        current = np.clip(power / ocv_pack, -MAX_DISCHARGE_A, MAX_CHARGE_A)
-        # The BMS refuses to drain an empty pack or regenerate into a full one.
-        lowest = self._cell_soc.min(axis=1)
-        highest = self._cell_soc.max(axis=1)
-        current = np.where((current < 0) & (lowest <= 1.0), 0.0, current)
-        return np.where((current > 0) & (highest >= 99.0), 0.0, current)
+    def _advance_duty(self, dt_s: float) -> None:
+        """Move vehicles between parked, driving and charging; the random draws happen every step."""
+        u_route, u_length, u_charger = self._rng.random((3, self._n))
+        if self._held:
+            return
+        self._timer_s -= dt_s
+        soc = self._cell_soc.mean(axis=1)
+        driving = self.activity == Activity.DRIVING
+        # A trip ends when its time is up or the pack runs low; the car brakes to a stop first.
+        self._cycles.finish(driving & ((self._timer_s <= 0) | (soc < self._charge_below_pct - 10.0)))
+        arrived = driving & self._cycles.arrived
+        wants_charge = arrived & (soc < self._charge_below_pct)
+        self._start_charging(wants_charge, u_charger)
+        self._park(arrived & ~wants_charge, u_length)
+        leaving = (self.activity == Activity.PARKED) & (self._timer_s <= 0)
+        low = leaving & (soc < self._charge_below_pct - 10.0)
+        self._start_charging(low, u_charger)
+        self._start_trips(leaving & ~low, u_route, u_length)
 
-    def _resistance(self) -> FloatArray:
-        """Cell resistance rises as the cell cools (about 1 %/K below 25 °C, halved at most above)."""
-        return self._r25_ohm * np.clip(1.0 + 0.01 * (25.0 - self._temp_c), 0.5, 3.0)
+    def _start_trips(self, which: BoolArray, u_route: FloatArray, u_length: FloatArray) -> None:
+        weights = np.cumsum(self.duty.route_weights) / sum(self.duty.route_weights)
+        route = np.searchsorted(weights, u_route).astype(np.int64)
+        low = np.array([self.duty.trip_s[Route(r)][0] for r in range(len(Route))])
+        high = np.array([self.duty.trip_s[Route(r)][1] for r in range(len(Route))])
+        length = low[route] + u_length * (high[route] - low[route])
+        self._cycles.start(which, route)
+        self.activity[which] = Activity.DRIVING
+        self._timer_s[which] = length[which]
 
-    def _coulomb_count(self, current: FloatArray, dt_s: float) -> None:
-        delta_pct = (current * dt_s / 3600.0)[:, None] / self._capacity_ah * 100.0
-        np.clip(self._cell_soc + delta_pct, 0.0, 100.0, out=self._cell_soc)
+    def _park(self, which: BoolArray, u_length: FloatArray) -> None:
+        pause = self.duty.min_pause_s - self.duty.mean_pause_s * np.log1p(-u_length)  # exponential tail
+        self.activity[which] = Activity.PARKED
+        self._timer_s[which] = pause[which]
 
-    def _heat(self, current: FloatArray, resistance: FloatArray, dt_s: float) -> None:
-        """First-order thermal step: relax exactly towards ambient + I^2*R / cooling."""
-        heat_w = (current * current)[:, None] * resistance
-        settle_c = self._cell_ambient_c + heat_w / self._cooling_w_per_k
-        decay = np.exp(-dt_s * self._cooling_w_per_k / CELL_HEAT_CAPACITY_J_PER_K)
-        self._temp_c = np.clip(settle_c + (self._temp_c - settle_c) * decay, *CELL_T_LIMITS)
+    def _start_charging(self, which: BoolArray, u_charger: FloatArray) -> None:
+        dc = u_charger < self.duty.dc_share
+        self.activity[which] = Activity.CHARGING
+        self._charger_w[which] = np.where(dc, self.duty.dc_power_w, self.duty.ac_power_w)[which]
+        self._charge_target_pct[which] = np.where(dc, self.duty.dc_target_pct, self.duty.ac_target_pct)[which]
+        self._timer_s[which] = 0.0  # counts the session's time from here (below zero)
+
+    def _finish_charging(self, current: FloatArray) -> None:
+        """A session ends at its target SOC, or when the CV phase has tapered to C/20."""
+        if self._held:
+            return
+        charging = self.activity == Activity.CHARGING
+        tapered = current < self.bms.charge_end_c * self.capacity_ah
+        reached = self._cell_soc.mean(axis=1) >= self._charge_target_pct
+        done = charging & (reached | tapered) & (self._timer_s < -60.0)  # give a session a minute to ramp up
+        self.activity[done] = Activity.PARKED
+        self._timer_s[done] = self.duty.min_pause_s
+
+    # --- electrical ----------------------------------------------------------------------
+
+    def _rc_decay(self, dt_s: float) -> float:
+        if dt_s != self._decay_dt:
+            self._decay_dt, self._decay = dt_s, rc_decay(dt_s, self.cell.tau1_s)
+        return self._decay
+
+    def _aux_power_w(self) -> FloatArray:
+        hvac = np.minimum(self.duty.hvac_w_per_k * np.abs(self.ambient_c - 21.0), self.duty.max_hvac_w)
+        return self.duty.base_aux_w + hvac
+
+    def _demand(self, speed: FloatArray, accel: FloatArray, source: FloatArray, resistance: FloatArray) -> FloatArray:
+        """The current each vehicle asks of its pack before the BMS limits it (A, positive = charge)."""
+        power = battery_power_w(speed, accel, self.vehicle) + self._aux_power_w()
+        e, r = source.sum(axis=1), resistance.sum(axis=1)
+        # Discharge power P = -I * (E + I R): the root that goes to 0 with P; past the pack's
+        # maximum power (negative discriminant) the best it can do is I = -E / 2R.
+        discriminant = np.maximum(e * e - 4.0 * r * power, 0.0)
+        driving = (-e + np.sqrt(discriminant)) / (2.0 * r)
+        charging = self._charger_w * (1.0 / NOMINAL_PACK_V)  # the CC phase: the charger's rated current
+        return np.select(
+            [self.activity == Activity.DRIVING, self.activity == Activity.CHARGING], [driving, charging], 0.0
+        )
+
+    def _limit(self, demand: FloatArray, source: FloatArray, resistance: FloatArray) -> FloatArray:
+        """Clamp the demand to what keeps every cell within the BMS's voltage, rate and SOC limits."""
+        bms = self.bms
+        to_min = ((bms.cell_v_min - source) / resistance).max(axis=1)
+        to_max = ((bms.cell_v_max - source) / resistance).min(axis=1)
+        to_cv = ((bms.cv_voltage - source) / resistance).min(axis=1)
+        lowest_soc = self._cell_soc.min(axis=1)
+        highest_soc = self._cell_soc.max(axis=1)
+        coldest = self._cell_temp_c.min(axis=1)
+        cold = np.clip(
+            (coldest - bms.cold_charge_zero_c) / (bms.cold_charge_full_c - bms.cold_charge_zero_c),
+            bms.cold_charge_floor,
+            1.0,
+        )
+        empty = np.clip(lowest_soc / bms.empty_derate_pct, 0.0, 1.0)
+        full = np.clip((100.0 - highest_soc) / bms.full_derate_pct, 0.0, 1.0)
+        discharge_limit = np.minimum(bms.max_discharge_c * self.capacity_ah, -to_min) * empty
+        charge_limit = np.minimum(bms.max_charge_c * self.capacity_ah * cold, to_max) * full
+        charge_limit = np.where(self.activity == Activity.CHARGING, np.minimum(charge_limit, to_cv), charge_limit)
+        return np.clip(demand, -np.maximum(discharge_limit, 0.0), np.maximum(charge_limit, 0.0)) + 0.0
+
+    # --- thermal -------------------------------------------------------------------------
+
+    def _heat(self, current: FloatArray, r0: FloatArray, r1: FloatArray, dt_s: float) -> None:
+        """Advance each module's temperature exactly over the step, towards sink + heat / conductance."""
+        th, n = self.thermal, self._n
+        loss_w = (current * current)[:, None] * r0 + self._v1 * self._v1 / r1
+        module_w = loss_w.reshape(n, MODULES, CELLS_PER_MODULE).sum(axis=2)
+        active = self.activity != Activity.PARKED
+        cooling = active[:, None] & (self._module_temp_c > th.cooling_on_c)
+        heating = (self.activity == Activity.CHARGING)[:, None] & (self._module_temp_c < th.heating_below_c)
+        coolant_c = np.where(cooling, th.coolant_c, th.heater_coolant_c)
+        pumped = cooling | heating
+        conductance = th.casing_w_per_k + np.where(pumped, th.coolant_w_per_k, 0.0)
+        sink_c = (
+            th.casing_w_per_k * self.ambient_c[:, None] + np.where(pumped, th.coolant_w_per_k * coolant_c, 0.0)
+        ) / conductance
+        settle_c = sink_c + module_w / conductance
+        decay = np.exp(-dt_s * conductance / th.heat_capacity_j_per_k)
+        self._module_temp_c = settle_c + (self._module_temp_c - settle_c) * decay
+        self._cell_temp_c = self._cell_temperatures(sink_c)
+
+    def _cell_temperatures(self, sink_c: FloatArray) -> FloatArray:
+        """Module temperature per cell, plus its fixed offset and its share of the module's rise."""
+        n = self._n
+        module = self._module_temp_c[:, :, None]
+        rise = module - np.broadcast_to(sink_c, (n, MODULES))[:, :, None]
+        cells = module + self._cell_offset_c + self._cell_gradient * rise
+        return cells.reshape(n, CELLS_IN_SERIES)
+
+    def _open_circuit_cells(self) -> FloatArray:
+        return open_circuit_voltage(self._cell_soc, self._cell_temp_c)

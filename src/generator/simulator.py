@@ -1,7 +1,8 @@
 """The fleet simulator's command line: live against the receiver, or offline to a JSONL file.
 
 ``python -m src.generator.simulator --vehicles 10 --duration 60 [--rate-ms 200] [--seed N]
-[--url URL] [--output FILE.jsonl] [--start ISO8601] [--accepted-log PATH] [--report-json PATH]``
+[--url URL] [--output FILE.jsonl] [--start ISO8601] [--capacity {60,94,120,mixed}] [--accepted-log PATH]
+[--report-json PATH]``
 
 Live mode ticks on an absolute schedule (tick k at start + k * period), so a slow tick
 delays the next one but never shifts the ones after it: the achieved rate is the
@@ -34,7 +35,7 @@ import orjson
 from src.common.logs import configure_logging
 from src.common.schema import parse_timestamp
 from src.common.settings import GeneratorSettings
-from src.generator.battery_model import BatteryFleet, Fleet
+from src.generator.battery_model import CAPACITY_VARIANTS_AH, BatteryFleet, Fleet
 from src.generator.readings import CAN_ID, jsonl_block, readings, to_json, vehicle_ids
 from src.generator.sender import Outcome, RetryPolicy, Sender
 
@@ -56,6 +57,7 @@ class SimulatorOptions:
     url: str | None = None
     output: Path | None = None
     start: datetime | None = None
+    capacity_ah: float | None = 94.0  # None: a fleet mixing the three variants
     accepted_log: Path | None = None
     report_json: Path | None = None
     connection_limit: int = 100
@@ -129,6 +131,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def parse_capacity(text: str) -> float | None:
+    """One of the pack's capacity variants (Ah), or ``mixed`` for a fleet of all three."""
+    if text == "mixed":
+        return None
+    variants = {f"{v:g}": v for v in CAPACITY_VARIANTS_AH}
+    if text not in variants:
+        raise argparse.ArgumentTypeError(f"choose one of {', '.join(variants)} or mixed")
+    return variants[text]
+
+
 def parse_args(argv: Sequence[str] | None = None) -> SimulatorOptions:
     parser = argparse.ArgumentParser(prog="python -m src.generator.simulator", description=__doc__.split("\n\n")[0])
     parser.add_argument("--vehicles", type=_positive_int, required=True, help="fleet size")
@@ -138,6 +150,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SimulatorOptions:
     parser.add_argument("--url", help="receiver base URL (default: RECEIVER_URL setting)")
     parser.add_argument("--output", type=Path, help="offline: write JSONL here instead of posting")
     parser.add_argument("--start", type=parse_start, help="offline: first timestamp, ISO 8601 with zone (default now)")
+    parser.add_argument("--capacity", type=parse_capacity, default=94.0, help="cell Ah: 60, 94, 120 or mixed")
     parser.add_argument("--accepted-log", type=Path, help="live: JSONL of the natural key of every accepted reading")
     parser.add_argument("--report-json", type=Path, help="write the final counts here as JSON")
     ns = parser.parse_args(argv)
@@ -149,6 +162,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SimulatorOptions:
         url=ns.url,
         output=ns.output,
         start=ns.start,
+        capacity_ah=ns.capacity,
         accepted_log=ns.accepted_log,
         report_json=ns.report_json,
     )
@@ -162,7 +176,7 @@ def write_offline(options: SimulatorOptions, out: IO[bytes], fleet: BatteryFleet
 
     Timestamps are computed as start + k * period (never accumulated), so they do not drift.
     """
-    fleet = fleet or Fleet(options.vehicles, options.seed)
+    fleet = fleet or Fleet(options.vehicles, options.seed, options.capacity_ah)
     ids = vehicle_ids(fleet.n_vehicles)
     start = options.start or _now_ms()
     period = timedelta(milliseconds=options.rate_ms)
@@ -194,7 +208,7 @@ class LiveRun:
         self.options = options
         self.sender = sender
         self.accepted_log = accepted_log
-        self.fleet = Fleet(options.vehicles, options.seed)
+        self.fleet = Fleet(options.vehicles, options.seed, options.capacity_ah)
         self.ids = vehicle_ids(options.vehicles)
         self.stopping = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
