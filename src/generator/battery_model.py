@@ -72,6 +72,10 @@ class Activity(IntEnum):
     CHARGING = 2
 
 
+# Plain ints for the hot path: comparing arrays with an IntEnum member costs an enum lookup each time.
+_PARKED, _DRIVING, _CHARGING = (int(activity) for activity in Activity)
+
+
 @dataclass(frozen=True)
 class BmsLimits:
     """The protection window the battery management system keeps every cell in."""
@@ -129,8 +133,8 @@ class ThermalParameters:
 class DutyParameters:
     """How the fleet is used: trip and pause lengths, when and how it charges."""
 
-    mean_pause_s: float = 900.0
-    min_pause_s: float = 120.0
+    mean_pause_s: float = 1500.0
+    min_pause_s: float = 300.0
     trip_s: dict[Route, tuple[float, float]] = field(
         default_factory=lambda: {
             Route.URBAN: (600.0, 2400.0),
@@ -261,12 +265,18 @@ class Fleet:
         self._cell_offset_c: FloatArray = cell_temp
         # Cells in the middle of a module run warmer than those at its ends when it heats up.
         position = np.abs(np.linspace(-1.0, 1.0, CELLS_PER_MODULE))
-        self._cell_gradient: FloatArray = self.thermal.cell_gradient * (0.5 - position)
-        self._cell_temp_c: FloatArray = self._cell_temperatures(self.ambient_c[:, None])
+        self._cell_gradient: FloatArray = np.broadcast_to(
+            self.thermal.cell_gradient * (0.5 - position), (MODULES, CELLS_PER_MODULE)
+        ).reshape(CELLS_IN_SERIES)
+        self._cell_offset_c = self._cell_offset_c.reshape(n, CELLS_IN_SERIES)
+        self._cell_temp_c: FloatArray = self._cell_temperatures(np.repeat(self.ambient_c[:, None], MODULES, axis=1))
 
     def _draw_duty(self) -> None:
         """Who is driving at the start, for how long, and each driver's charging habit."""
         rng, n, duty = self._rng, self._n, self.duty
+        self._route_cdf: FloatArray = np.cumsum(duty.route_weights) / sum(duty.route_weights)
+        self._trip_min_s: FloatArray = np.array([duty.trip_s[route][0] for route in Route])
+        self._trip_span_s: FloatArray = np.array([duty.trip_s[route][1] - duty.trip_s[route][0] for route in Route])
         self.activity: IntArray = np.where(rng.random(n) < 0.5, Activity.DRIVING, Activity.PARKED).astype(np.int64)
         self._timer_s: FloatArray = rng.uniform(0.2, 1.0, n) * duty.mean_pause_s
         self._charge_below_pct: FloatArray = rng.uniform(*duty.charge_below_pct, n)
@@ -334,10 +344,11 @@ class Fleet:
         resistance = step_resistance(r0, r1, slope, self._cell_capacity_ah, dt_s, decay)
         current = self._limit(self._demand(speed, accel, source, resistance), source, resistance)
         self._v1 = relax_rc(self._v1, current[:, None], r1, decay)
-        self._cell_soc = np.clip(
-            self._cell_soc + soc_change_pct(current[:, None], dt_s, self._cell_capacity_ah), 0, 100
-        )
-        ocv = open_circuit_voltage(self._cell_soc, self._cell_temp_c)
+        moved_pct = soc_change_pct(current[:, None], dt_s, self._cell_capacity_ah)
+        self._cell_soc = np.minimum(np.maximum(self._cell_soc + moved_pct, 0.0), 100.0)
+        # The OCV moves along its table segment with the step's charge: exact, unless the step
+        # crossed a table point, when it is off by microvolts until the next step looks it up again.
+        ocv += slope * moved_pct
         cell_v = ocv + current[:, None] * r0 + self._v1
         self._heat(current, r0, r1, dt_s)
         self._finish_charging(current)
@@ -362,34 +373,37 @@ class Fleet:
             return
         self._timer_s -= dt_s
         soc = self._cell_soc.mean(axis=1)
-        driving = self.activity == Activity.DRIVING
+        driving = self.activity == _DRIVING
         # A trip ends when its time is up or the pack runs low; the car brakes to a stop first.
         self._cycles.finish(driving & ((self._timer_s <= 0) | (soc < self._charge_below_pct - 10.0)))
         arrived = driving & self._cycles.arrived
         wants_charge = arrived & (soc < self._charge_below_pct)
         self._start_charging(wants_charge, u_charger)
         self._park(arrived & ~wants_charge, u_length)
-        leaving = (self.activity == Activity.PARKED) & (self._timer_s <= 0)
+        leaving = (self.activity == _PARKED) & (self._timer_s <= 0)
         low = leaving & (soc < self._charge_below_pct - 10.0)
         self._start_charging(low, u_charger)
         self._start_trips(leaving & ~low, u_route, u_length)
 
     def _start_trips(self, which: BoolArray, u_route: FloatArray, u_length: FloatArray) -> None:
-        weights = np.cumsum(self.duty.route_weights) / sum(self.duty.route_weights)
-        route = np.searchsorted(weights, u_route).astype(np.int64)
-        low = np.array([self.duty.trip_s[Route(r)][0] for r in range(len(Route))])
-        high = np.array([self.duty.trip_s[Route(r)][1] for r in range(len(Route))])
-        length = low[route] + u_length * (high[route] - low[route])
+        if not which.any():  # the common case, and this runs every step
+            return
+        route = np.searchsorted(self._route_cdf, u_route).astype(np.int64)
+        length = self._trip_min_s[route] + u_length * self._trip_span_s[route]
         self._cycles.start(which, route)
         self.activity[which] = Activity.DRIVING
         self._timer_s[which] = length[which]
 
     def _park(self, which: BoolArray, u_length: FloatArray) -> None:
+        if not which.any():
+            return
         pause = self.duty.min_pause_s - self.duty.mean_pause_s * np.log1p(-u_length)  # exponential tail
         self.activity[which] = Activity.PARKED
         self._timer_s[which] = pause[which]
 
     def _start_charging(self, which: BoolArray, u_charger: FloatArray) -> None:
+        if not which.any():
+            return
         dc = u_charger < self.duty.dc_share
         self.activity[which] = Activity.CHARGING
         self._charger_w[which] = np.where(dc, self.duty.dc_power_w, self.duty.ac_power_w)[which]
@@ -400,7 +414,7 @@ class Fleet:
         """A session ends at its target SOC, or when the CV phase has tapered to C/20."""
         if self._held:
             return
-        charging = self.activity == Activity.CHARGING
+        charging = self.activity == _CHARGING
         tapered = current < self.bms.charge_end_c * self.capacity_ah
         reached = self._cell_soc.mean(axis=1) >= self._charge_target_pct
         done = charging & (reached | tapered) & (self._timer_s < -60.0)  # give a session a minute to ramp up
@@ -427,9 +441,7 @@ class Fleet:
         discriminant = np.maximum(e * e - 4.0 * r * power, 0.0)
         driving = (-e + np.sqrt(discriminant)) / (2.0 * r)
         charging = self._charger_w * (1.0 / NOMINAL_PACK_V)  # the CC phase: the charger's rated current
-        return np.select(
-            [self.activity == Activity.DRIVING, self.activity == Activity.CHARGING], [driving, charging], 0.0
-        )
+        return np.where(self.activity == _DRIVING, driving, np.where(self.activity == _CHARGING, charging, 0.0))
 
     def _limit(self, demand: FloatArray, source: FloatArray, resistance: FloatArray) -> FloatArray:
         """Clamp the demand to what keeps every cell within the BMS's voltage, rate and SOC limits."""
@@ -449,7 +461,7 @@ class Fleet:
         full = np.clip((100.0 - highest_soc) / bms.full_derate_pct, 0.0, 1.0)
         discharge_limit = np.minimum(bms.max_discharge_c * self.capacity_ah, -to_min) * empty
         charge_limit = np.minimum(bms.max_charge_c * self.capacity_ah * cold, to_max) * full
-        charge_limit = np.where(self.activity == Activity.CHARGING, np.minimum(charge_limit, to_cv), charge_limit)
+        charge_limit = np.where(self.activity == _CHARGING, np.minimum(charge_limit, to_cv), charge_limit)
         return np.clip(demand, -np.maximum(discharge_limit, 0.0), np.maximum(charge_limit, 0.0)) + 0.0
 
     # --- thermal -------------------------------------------------------------------------
@@ -459,9 +471,9 @@ class Fleet:
         th, n = self.thermal, self._n
         loss_w = (current * current)[:, None] * r0 + self._v1 * self._v1 / r1
         module_w = loss_w.reshape(n, MODULES, CELLS_PER_MODULE).sum(axis=2)
-        active = self.activity != Activity.PARKED
+        active = self.activity != _PARKED
         cooling = active[:, None] & (self._module_temp_c > th.cooling_on_c)
-        heating = (self.activity == Activity.CHARGING)[:, None] & (self._module_temp_c < th.heating_below_c)
+        heating = (self.activity == _CHARGING)[:, None] & (self._module_temp_c < th.heating_below_c)
         coolant_c = np.where(cooling, th.coolant_c, th.heater_coolant_c)
         pumped = cooling | heating
         conductance = th.casing_w_per_k + np.where(pumped, th.coolant_w_per_k, 0.0)
@@ -475,11 +487,10 @@ class Fleet:
 
     def _cell_temperatures(self, sink_c: FloatArray) -> FloatArray:
         """Module temperature per cell, plus its fixed offset and its share of the module's rise."""
-        n = self._n
-        module = self._module_temp_c[:, :, None]
-        rise = module - np.broadcast_to(sink_c, (n, MODULES))[:, :, None]
-        cells = module + self._cell_offset_c + self._cell_gradient * rise
-        return cells.reshape(n, CELLS_IN_SERIES)
+        module = np.repeat(self._module_temp_c, CELLS_PER_MODULE, axis=1)
+        rise = np.repeat(self._module_temp_c - sink_c, CELLS_PER_MODULE, axis=1)
+        cells: FloatArray = module + self._cell_offset_c + self._cell_gradient * rise
+        return cells
 
     def _open_circuit_cells(self) -> FloatArray:
         return open_circuit_voltage(self._cell_soc, self._cell_temp_c)

@@ -36,10 +36,11 @@ OCV_25C_V: FloatArray = np.array(
     [3.300, 3.450, 3.530, 3.580, 3.610, 3.630, 3.650, 3.670, 3.690, 3.710, 3.740,
      3.770, 3.810, 3.850, 3.890, 3.930, 3.970, 4.010, 4.060, 4.110, 4.170]
 )  # fmt: skip
-# Entropic coefficient dOCV/dT (V/K) on the same grid: negative at low SOC, slightly positive when full.
-DOCV_DT_V_PER_K: FloatArray = np.interp(
-    np.arange(0.0, 101.0, OCV_GRID_STEP_PCT), [0.0, 50.0, 100.0], [-4e-4, -5e-5, 1e-4]
-)
+# Entropic coefficient dOCV/dT (V/K): negative when empty, slightly positive when full. Measured NMC
+# curves wiggle around a straight line in SOC; the line is enough for a pack's temperature spread.
+DOCV_DT_EMPTY_V_PER_K = -4e-4
+DOCV_DT_FULL_V_PER_K = 1e-4
+_DOCV_DT_PER_PCT = (DOCV_DT_FULL_V_PER_K - DOCV_DT_EMPTY_V_PER_K) / 100.0
 
 REFERENCE_TEMP_C = 25.0
 KELVIN = 273.15
@@ -84,7 +85,6 @@ def _segments(values: FloatArray) -> tuple[FloatArray, FloatArray]:
 
 
 _OCV_A, _OCV_B = _segments(OCV_25C_V)
-_DOCV_DT_A, _DOCV_DT_B = _segments(DOCV_DT_V_PER_K)
 _TOP_POSITION = (len(OCV_25C_V) - 1) * (1.0 - 1e-12)  # 100 % falls in the last segment, not past it
 
 
@@ -102,12 +102,13 @@ def ocv_and_slope(soc_pct: Values, temp_c: Values = REFERENCE_TEMP_C) -> tuple[F
     cells of a 1,000-vehicle fleet. The slope lets the BMS foresee how much a step's charge
     raises the OCV (see :func:`step_resistance`).
     """
-    position = np.minimum(np.maximum(soc_pct, 0.0) * (1.0 / OCV_GRID_STEP_PCT), _TOP_POSITION)
+    soc = np.minimum(np.maximum(soc_pct, 0.0), 100.0)
+    position = np.minimum(soc * (1.0 / OCV_GRID_STEP_PCT), _TOP_POSITION)
     index = position.astype(np.intp)
     delta_t = np.asarray(temp_c) - REFERENCE_TEMP_C
-    ocv_slope, docv_dt_slope = _OCV_B[index], _DOCV_DT_B[index]
-    ocv = _OCV_A[index] + ocv_slope * position + (_DOCV_DT_A[index] + docv_dt_slope * position) * delta_t
-    slope: FloatArray = (ocv_slope + docv_dt_slope * delta_t) * (1.0 / OCV_GRID_STEP_PCT)
+    table_slope = _OCV_B.take(index)
+    ocv = _OCV_A.take(index) + table_slope * position + (DOCV_DT_EMPTY_V_PER_K + _DOCV_DT_PER_PCT * soc) * delta_t
+    slope: FloatArray = table_slope * (1.0 / OCV_GRID_STEP_PCT) + _DOCV_DT_PER_PCT * delta_t
     return ocv, slope
 
 
@@ -173,9 +174,9 @@ def simulate_cell(
     """Drive one cell through ``current_a`` (one value per step, positive = charge) at a fixed temperature.
 
     The same equations, in the same order, as the fleet model uses for each of its cells:
-    SOC and the RC voltage advance over the step, then the terminal voltage is taken at
-    the end of the step with that step's current still flowing. Used to validate the
-    model against an independent implementation.
+    the resistances and the OCV's slope are taken at the start of the step, SOC and the RC
+    voltage advance over it, and the terminal voltage is taken at its end with that step's
+    current still flowing. Used to validate the model against an independent implementation.
     """
     decay = rc_decay(dt_s, params.tau1_s)
     soc = np.empty(len(current_a))
@@ -184,9 +185,11 @@ def simulate_cell(
     state_soc, v1 = float(soc0_pct), 0.0
     for k, current in enumerate(np.asarray(current_a, dtype=np.float64)):
         factor = float(resistance_factor(state_soc, temp_c, params))
+        ocv, slope = (float(x) for x in ocv_and_slope(state_soc, temp_c))
         v1 = float(relax_rc(v1, current, params.r1_ohm * factor, decay))
-        state_soc = min(max(state_soc + float(soc_change_pct(current, dt_s, params.capacity_ah)), 0.0), 100.0)
-        ocv = float(open_circuit_voltage(state_soc, temp_c))
+        moved_pct = float(soc_change_pct(current, dt_s, params.capacity_ah))
+        state_soc = min(max(state_soc + moved_pct, 0.0), 100.0)
+        ocv += slope * moved_pct
         soc[k] = state_soc
         v1_trace[k] = v1
         voltage[k] = ocv + current * params.r0_ohm * factor + v1

@@ -21,12 +21,15 @@ import asyncio
 import contextlib
 import logging
 import math
+import multiprocessing
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,7 +38,7 @@ import orjson
 from src.common.logs import configure_logging
 from src.common.schema import parse_timestamp
 from src.common.settings import GeneratorSettings
-from src.generator.battery_model import CAPACITY_VARIANTS_AH, BatteryFleet, Fleet
+from src.generator.battery_model import CAPACITY_VARIANTS_AH, BatteryFleet, Fleet, PackSnapshot
 from src.generator.readings import CAN_ID, jsonl_block, readings, to_json, vehicle_ids
 from src.generator.sender import Outcome, RetryPolicy, Sender
 
@@ -171,19 +174,86 @@ def parse_args(argv: Sequence[str] | None = None) -> SimulatorOptions:
 # --- offline -----------------------------------------------------------------------------
 
 
-def write_offline(options: SimulatorOptions, out: IO[bytes], fleet: BatteryFleet | None = None) -> int:
+PARALLEL_MIN_VEHICLES = 100
+"""From this fleet size on, offline mode steps the fleet in a worker process (see :func:`stepped_in_worker`)."""
+
+
+def stepped_inline(fleet: BatteryFleet, ticks: int, period_s: float) -> Iterator[PackSnapshot]:
+    """The fleet's snapshots for ``ticks`` steps, computed here as they are consumed."""
+    for _ in range(ticks):
+        yield fleet.step(period_s)
+
+
+def _step_and_send(make_fleet: Callable[[], BatteryFleet], ticks: int, period_s: float, pipe: Connection) -> None:
+    """The worker process's whole job: build the fleet, step it, send every snapshot."""
+    fleet = make_fleet()
+    with pipe:
+        for _ in range(ticks):
+            pipe.send(fleet.step(period_s))
+
+
+def stepped_in_worker(make_fleet: Callable[[], BatteryFleet], ticks: int, period_s: float) -> Iterator[PackSnapshot]:
+    """The fleet's snapshots for ``ticks`` steps, computed by a worker process while the caller writes.
+
+    Stepping a 1,000-vehicle fleet (numpy over 96,000 cells) and turning its snapshot into
+    JSON (Python and orjson) cost about the same, so on two cores the two run side by
+    side: the worker steps, this process formats and writes. A snapshot is seven short
+    arrays, cheap to send; the pipe's buffer keeps the worker at most a tick or two ahead.
+    The fleet is built in the worker from a picklable factory, so only one process
+    steps it and the output is the same as stepping inline.
+    """
+    context = multiprocessing.get_context("spawn")  # no fork: safe whatever the parent holds
+    receiving, sending = context.Pipe(duplex=False)
+    worker = context.Process(target=_step_and_send, args=(make_fleet, ticks, period_s, sending), name="fleet")
+    worker.start()
+    sending.close()  # only the worker writes; its exit then ends the pipe
+    try:
+        for _ in range(ticks):
+            try:
+                yield receiving.recv()
+            except EOFError:
+                worker.join()
+                raise RuntimeError(f"the fleet worker process ended early (exit code {worker.exitcode})") from None
+    finally:
+        receiving.close()
+        if worker.is_alive():
+            worker.terminate()
+        worker.join()
+
+
+def write_offline(
+    options: SimulatorOptions, out: IO[bytes], fleet: BatteryFleet | None = None, progress_s: float | None = None
+) -> int:
     """Write every tick's readings to ``out`` in simulated time; returns the number of readings.
 
     Timestamps are computed as start + k * period (never accumulated), so they do not drift.
+    With ``progress_s``, a progress line goes to stderr that often.
     """
-    fleet = fleet or Fleet(options.vehicles, options.seed, options.capacity_ah)
-    ids = vehicle_ids(fleet.n_vehicles)
+    if fleet is not None:
+        snapshots = stepped_inline(fleet, options.ticks, options.period_s)
+    elif options.vehicles >= PARALLEL_MIN_VEHICLES:
+        make_fleet = partial(Fleet, options.vehicles, options.seed, options.capacity_ah)
+        snapshots = stepped_in_worker(make_fleet, options.ticks, options.period_s)
+    else:
+        snapshots = stepped_inline(
+            Fleet(options.vehicles, options.seed, options.capacity_ah), options.ticks, options.period_s
+        )
+    ids = vehicle_ids(fleet.n_vehicles if fleet is not None else options.vehicles)
     start = options.start or _now_ms()
     period = timedelta(milliseconds=options.rate_ms)
+    began = time.monotonic()
+    next_report = began + (progress_s or 0.0)
     count = 0
-    for k in range(options.ticks):
-        out.write(jsonl_block(fleet.step(options.period_s), start + k * period, ids))
+    for k, snapshot in enumerate(snapshots):
+        out.write(jsonl_block(snapshot, start + k * period, ids))
         count += len(ids)
+        if progress_s is not None and (now := time.monotonic()) >= next_report:
+            next_report = now + progress_s
+            print(
+                f"[{now - began:6.1f} s] {count} readings, {k / options.ticks:.0%} of the simulated time",
+                file=sys.stderr,
+                flush=True,
+            )
     return count
 
 
@@ -192,7 +262,7 @@ def run_offline(options: SimulatorOptions) -> RunReport:
     began = time.perf_counter()
     options.output.parent.mkdir(parents=True, exist_ok=True)
     with options.output.open("wb", buffering=1 << 20) as out:
-        count = write_offline(options, out)
+        count = write_offline(options, out, progress_s=options.progress_interval_s)
     elapsed = time.perf_counter() - began
     print(f"wrote {count} readings to {options.output} in {elapsed:.2f} s ({count / max(elapsed, 1e-9):.0f}/s)")
     return RunReport("offline", options.ticks, count, count, 0, 0, 0, elapsed)
