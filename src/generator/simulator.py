@@ -25,7 +25,7 @@ import multiprocessing
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -178,7 +178,7 @@ PARALLEL_MIN_VEHICLES = 100
 """From this fleet size on, offline mode steps the fleet in a worker process (see :func:`stepped_in_worker`)."""
 
 
-def stepped_inline(fleet: BatteryFleet, ticks: int, period_s: float) -> Iterator[PackSnapshot]:
+def stepped_inline(fleet: BatteryFleet, ticks: int, period_s: float) -> Generator[PackSnapshot, None, None]:
     """The fleet's snapshots for ``ticks`` steps, computed here as they are consumed."""
     for _ in range(ticks):
         yield fleet.step(period_s)
@@ -192,7 +192,9 @@ def _step_and_send(make_fleet: Callable[[], BatteryFleet], ticks: int, period_s:
             pipe.send(fleet.step(period_s))
 
 
-def stepped_in_worker(make_fleet: Callable[[], BatteryFleet], ticks: int, period_s: float) -> Iterator[PackSnapshot]:
+def stepped_in_worker(
+    make_fleet: Callable[[], BatteryFleet], ticks: int, period_s: float
+) -> Generator[PackSnapshot, None, None]:
     """The fleet's snapshots for ``ticks`` steps, computed by a worker process while the caller writes.
 
     Stepping a 1,000-vehicle fleet (numpy over 96,000 cells) and turning its snapshot into
@@ -204,7 +206,9 @@ def stepped_in_worker(make_fleet: Callable[[], BatteryFleet], ticks: int, period
     """
     context = multiprocessing.get_context("spawn")  # no fork: safe whatever the parent holds
     receiving, sending = context.Pipe(duplex=False)
-    worker = context.Process(target=_step_and_send, args=(make_fleet, ticks, period_s, sending), name="fleet")
+    worker = context.Process(
+        target=_step_and_send, args=(make_fleet, ticks, period_s, sending), name="fleet", daemon=True
+    )
     worker.start()
     sending.close()  # only the worker writes; its exit then ends the pipe
     try:
@@ -244,16 +248,18 @@ def write_offline(
     began = time.monotonic()
     next_report = began + (progress_s or 0.0)
     count = 0
-    for k, snapshot in enumerate(snapshots):
-        out.write(jsonl_block(snapshot, start + k * period, ids))
-        count += len(ids)
-        if progress_s is not None and (now := time.monotonic()) >= next_report:
-            next_report = now + progress_s
-            print(
-                f"[{now - began:6.1f} s] {count} readings, {k / options.ticks:.0%} of the simulated time",
-                file=sys.stderr,
-                flush=True,
-            )
+    # closing(): if a write fails, stop the worker now rather than when the traceback is freed.
+    with contextlib.closing(snapshots):
+        for k, snapshot in enumerate(snapshots):
+            out.write(jsonl_block(snapshot, start + k * period, ids))
+            count += len(ids)
+            if progress_s is not None and (now := time.monotonic()) >= next_report:
+                next_report = now + progress_s
+                print(
+                    f"[{now - began:6.1f} s] {count} readings, {(k + 1) / options.ticks:.0%} of the simulated time",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return count
 
 

@@ -206,9 +206,12 @@ def test_temperatures_rise_under_sustained_load_and_relax_when_parked() -> None:
     fleet.hold(Activity.DRIVING, Route.HIGHWAY)
     hot = settle(fleet, 3600.0).cell_temp_max
     assert np.all(hot > before + 1.0)
+    assert np.all(fleet.speed_mps > 10.0)  # still on the motorway
+    assert np.all(fleet.module_temperatures().mean(axis=1) > 18.0 + 1.0)  # the modules, not just a cell
     fleet.hold(Activity.PARKED)
     cooled = settle(fleet, 4 * 3600.0).cell_temp_max
     assert np.all(cooled - 18.0 < 0.5 * (hot - 18.0))
+    assert np.all(fleet.speed_mps == 0.0)
 
 
 def test_dc_charging_heats_the_pack_and_the_coolant_keeps_it_in_check() -> None:

@@ -3,22 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import itertools
+import multiprocessing
 import os
+import re
 import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
 from src.common.schema import Reading, format_timestamp
 from src.generator import simulator
+from src.generator.battery_model import BatteryFleet, Fleet
 from src.generator.sender import RetryPolicy
-from src.generator.simulator import SimulatorOptions, main, parse_args, run_live
+from src.generator.simulator import (
+    PARALLEL_MIN_VEHICLES,
+    SimulatorOptions,
+    main,
+    parse_args,
+    run_live,
+    stepped_in_worker,
+    stepped_inline,
+    write_offline,
+)
 from tests.fakes import API_KEY, FakeReceiver
 
 START = "2025-10-19T17:00:00Z"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(base_delay_s=0.001, max_delay_s=0.01, max_attempts=5)
 
 
@@ -92,6 +111,125 @@ def test_bad_options_exit_2(args: list[str]) -> None:
 def test_tick_count_absorbs_float_noise() -> None:
     """0.6 s at 200 ms is three ticks, not two (0.6 * 1000 / 200 is not exactly 3 in floats)."""
     assert SimulatorOptions(vehicles=1, duration_s=0.6, rate_ms=200).ticks == 3
+
+
+@pytest.mark.parametrize(("text", "capacity"), [("60", 60.0), ("94", 94.0), ("120", 120.0), ("mixed", None)])
+def test_capacity_accepts_the_three_variants_and_mixed(text: str, capacity: float | None) -> None:
+    """--capacity picks one cell variant for the fleet, or ``mixed`` (None) for all three."""
+    assert parse_args(["--vehicles", "1", "--duration", "1", "--capacity", text]).capacity_ah == capacity
+
+
+def test_capacity_defaults_to_94_and_rejects_other_values_naming_the_choices(capsys) -> None:
+    """A capacity the model has no cells for is a usage error (exit 2) that lists what is valid."""
+    assert parse_args(["--vehicles", "1", "--duration", "1"]).capacity_ah == 94.0
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--vehicles", "1", "--duration", "1", "--capacity", "50"])
+    assert exit_info.value.code == 2
+    assert "--capacity: choose one of 60, 94, 120 or mixed" in capsys.readouterr().err
+
+
+def test_offline_capacity_changes_the_output(tmp_path: Path) -> None:
+    """--capacity reaches the model: 60 Ah packs give other readings than the default 94 Ah for the same seed."""
+    default = offline(tmp_path, "a.jsonl").read_bytes()
+    assert offline(tmp_path, "b.jsonl", "--capacity", "60").read_bytes() != default
+    assert offline(tmp_path, "c.jsonl", "--capacity", "94").read_bytes() == default
+
+
+PROGRESS = re.compile(r"\[\s*\d+\.\d s\] (\d+) readings, (\d+)% of the simulated time")
+
+
+def test_offline_progress_goes_to_stderr_and_counts_the_readings(capsys) -> None:
+    """Long offline runs say how far they are, on stderr so the output and the summary stay clean."""
+    options = SimulatorOptions(vehicles=4, duration_s=1.0, start=datetime(2025, 10, 19, 17, tzinfo=UTC))
+    out = io.BytesIO()
+    assert write_offline(options, out, progress_s=0.0) == 20  # an interval of 0: a line after every tick
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    progress = [PROGRESS.fullmatch(line) for line in captured.err.splitlines()]
+    assert all(progress), captured.err
+    assert [int(m[1]) for m in progress if m] == [4, 8, 12, 16, 20]
+    percents = [int(m[2]) for m in progress if m]
+    assert percents == sorted(percents) and percents[0] >= 0 and percents[-1] <= 100
+    assert len(out.getvalue().splitlines()) == 20
+
+
+def test_offline_without_a_progress_interval_prints_nothing(capsys) -> None:
+    """write_offline is quiet by default (run_offline is what asks for progress)."""
+    write_offline(SimulatorOptions(vehicles=2, duration_s=0.4), io.BytesIO())
+    assert capsys.readouterr().err == ""
+
+
+def test_run_offline_reports_progress_at_the_options_interval(tmp_path: Path, capsys) -> None:
+    """run_offline hands the options' progress interval to write_offline."""
+    options = SimulatorOptions(vehicles=2, duration_s=0.4, output=tmp_path / "a.jsonl", progress_interval_s=0.0)
+    simulator.run_offline(options)
+    assert len(PROGRESS.findall(capsys.readouterr().err)) == 2
+
+
+# --- offline: the worker process ------------------------------------------------------------------
+
+WORKER_OPTIONS = SimulatorOptions(
+    vehicles=PARALLEL_MIN_VEHICLES, duration_s=1.0, seed=3, start=datetime(2025, 10, 19, 17, tzinfo=UTC)
+)
+
+
+def fleet_that_fails() -> BatteryFleet:
+    """A picklable fleet factory that fails in the worker, as a broken model would."""
+    raise ValueError("no fleet today")
+
+
+def test_worker_process_output_is_byte_identical_to_stepping_inline() -> None:
+    """From PARALLEL_MIN_VEHICLES on the fleet is stepped in a worker process: that must not change one byte."""
+    in_worker, inline = io.BytesIO(), io.BytesIO()
+    assert write_offline(WORKER_OPTIONS, in_worker) == 100 * 5  # no fleet given, 100 vehicles: the worker path
+    assert write_offline(WORKER_OPTIONS, inline, fleet=Fleet(100, 3, 94.0)) == 100 * 5
+    assert not multiprocessing.active_children()
+    assert in_worker.getvalue() == inline.getvalue()
+    assert len(in_worker.getvalue().splitlines()) == 500
+
+
+def test_a_worker_that_dies_early_is_an_error_naming_its_exit_code(capfd: pytest.CaptureFixture[str]) -> None:
+    """A failed worker must not look like a short, successful run: the reader raises instead of stopping."""
+    snapshots = stepped_in_worker(fleet_that_fails, 3, 0.2)
+    with pytest.raises(RuntimeError, match=r"fleet worker process ended early \(exit code 1\)"):
+        next(snapshots)
+    assert not multiprocessing.active_children()
+    assert "ValueError: no fleet today" in capfd.readouterr().err  # the child got as far as the factory
+
+
+def test_abandoning_the_snapshots_early_stops_the_worker() -> None:
+    """Closing the generator before the last tick terminates and joins the worker: no process is left behind."""
+    snapshots = stepped_in_worker(partial(Fleet, 200, 0, 94.0), 50, 0.2)  # far more than the pipe buffers
+    next(snapshots), next(snapshots)
+    [worker] = multiprocessing.active_children()  # blocked on a full pipe
+    snapshots.close()
+    assert not multiprocessing.active_children()
+    assert worker.exitcode == -signal.SIGTERM
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_full_disk_ends_the_run_with_an_error_instead_of_hanging() -> None:
+    """A failed write must end the process (status 1) and its worker, not leave it waiting on a full pipe."""
+    command = [sys.executable, "-m", "src.generator.simulator", "--vehicles", "200", "--duration", "10"]
+    command += ["--start", START, "--output", "/dev/full"]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    assert "No space left on device" in done.stderr
+
+
+def test_step_and_send_sends_every_snapshot_then_closes_the_pipe() -> None:
+    """The worker's job, run here: build the fleet, send each tick's snapshot in order, close its end."""
+    receiving, sending = multiprocessing.Pipe(duplex=False)
+    simulator._step_and_send(partial(Fleet, 1, 0, 94.0), 3, 0.2, sending)  # small pickles: the pipe buffers them
+    assert sending.closed
+    expected = list(stepped_inline(Fleet(1, 0, 94.0), 3, 0.2))
+    for want in expected:
+        got = receiving.recv()
+        for field in dataclasses.fields(want):
+            np.testing.assert_array_equal(getattr(got, field.name), getattr(want, field.name))
+    with pytest.raises(EOFError):
+        receiving.recv()
+    receiving.close()
 
 
 # --- live ------------------------------------------------------------------------------------

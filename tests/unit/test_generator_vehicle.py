@@ -80,26 +80,29 @@ def hour() -> Run:
 
 
 def test_steady_cruise_draws_the_road_load() -> None:
-    """At constant speed on the flat the battery supplies rolling + drag losses through the drivetrain."""
+    """At constant speed on the flat the battery supplies rolling + drag losses through the drivetrain,
+    plus the drivetrain's fixed losses."""
     v = 100 * KMH
-    expected = road_load_n(v) * v / PARAMS.drivetrain_efficiency
+    expected = road_load_n(v) * v / PARAMS.drivetrain_efficiency + PARAMS.drivetrain_loss_w
     assert power(v, 0.0) == pytest.approx(expected)
-    assert 10_000 < power(v, 0.0) < 15_000  # an i3 at 100 km/h: ~13.5 kW
+    assert 10_000 < power(v, 0.0) < 15_000  # an i3 at 100 km/h: ~14 kW
 
 
 def test_acceleration_draws_more_than_cruising() -> None:
     """Accelerating adds m*k*a*v at the wheels: the rotating-mass factor counts."""
     v, a = 50 * KMH, 1.0
     inertia_n = PARAMS.mass_kg * PARAMS.rotating_mass_factor * a
-    assert power(v, a) == pytest.approx((road_load_n(v) + inertia_n) * v / PARAMS.drivetrain_efficiency)
+    wheel_w = (road_load_n(v) + inertia_n) * v
+    assert power(v, a) == pytest.approx(wheel_w / PARAMS.drivetrain_efficiency + PARAMS.drivetrain_loss_w)
     assert power(v, a) > power(v, 0.0) > 0
 
 
 def test_braking_regenerates_within_the_limit() -> None:
-    """Braking returns wheel power times efficiency, never more than the regen limit (friction brakes do the rest)."""
+    """Braking returns wheel power times efficiency, less the drivetrain's fixed losses, never more than
+    the regen limit (friction brakes do the rest)."""
     v = 50 * KMH
     wheel_w = (road_load_n(v) - PARAMS.mass_kg * PARAMS.rotating_mass_factor * 1.0) * v
-    assert power(v, -1.0) == pytest.approx(wheel_w * PARAMS.drivetrain_efficiency)
+    assert power(v, -1.0) == pytest.approx(wheel_w * PARAMS.drivetrain_efficiency + PARAMS.drivetrain_loss_w)
     assert power(v, -1.0) < 0
     assert power(100 * KMH, -2.5) == pytest.approx(-PARAMS.max_regen_power_w)
 
@@ -115,9 +118,10 @@ def test_regen_fades_out_at_low_speed() -> None:
     """Below the fade speed regen falls linearly to zero, as the friction brakes take over the last metres."""
     wheel_w = (road_load_n(1.0) - PARAMS.mass_kg * PARAMS.rotating_mass_factor * 1.0) * 1.0
     assert PARAMS.regen_fade_speed_mps == 2.0
-    assert power(1.0, -1.0) == pytest.approx(wheel_w * PARAMS.drivetrain_efficiency * 0.5)
-    speeds = np.linspace(0.0, PARAMS.regen_fade_speed_mps, 9)
-    regen = battery_power_w(speeds, np.full(9, -1.5), PARAMS)
+    assert power(1.0, -1.0) == pytest.approx(wheel_w * PARAMS.drivetrain_efficiency * 0.5 + PARAMS.drivetrain_loss_w)
+    lossless = VehicleParameters(drivetrain_loss_w=0.0)
+    speeds = np.linspace(0.0, lossless.regen_fade_speed_mps, 9)
+    regen = battery_power_w(speeds, np.full(9, -1.5), lossless)
     assert regen[0] == 0.0
     assert np.all(np.diff(regen) < 0)  # more regen the faster the car, up to the fade speed
 
