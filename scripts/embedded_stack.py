@@ -4,6 +4,10 @@ Used by ``make demo`` (fixed ports, as an operator would run it), by ``load_test
 --embedded`` and by the integration tests (free loopback ports, a temporary DATA_DIR).
 Every service runs as its own process with the contract's command, configured only
 through environment variables, exactly as a user would start it in four terminals.
+
+To scale out, ``StackConfig.receiver_workers`` runs uvicorn with ``--workers N`` (N
+processes sharing the port, each with its own SQS publisher and its own ``/metrics``)
+and ``StackConfig.consumers`` starts several consumers on the one queue and DATA_DIR.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +32,9 @@ if str(REPO_ROOT) not in sys.path:
 
 from src.common.provisioning import Queues, provision_queues  # noqa: E402
 from src.common.settings import CommonSettings  # noqa: E402
+
+WORKER_READY = "Application startup complete."
+"""What uvicorn logs (at info) once a worker's lifespan startup finished and it accepts requests."""
 
 
 def free_port() -> int:
@@ -56,6 +64,8 @@ class StackConfig:
     receiver_port: int = 0
     queue_name: str = "telemetry-queue-dev"
     consumers: int = 1
+    receiver_workers: int = 1
+    """uvicorn worker processes (``--workers``); 1 serves from uvicorn's own process."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra settings for every service (BATCH_SIZE, LOG_LEVEL, ...)."""
 
@@ -66,6 +76,14 @@ class Service:
     process: subprocess.Popen[bytes]
     log_path: Path
     log_file: IO[bytes]
+    log_start: int = 0
+    """Size of the log before this process wrote to it (logs are appended across runs)."""
+
+    def log_text(self) -> str:
+        """What this process has logged so far."""
+        with self.log_path.open("rb") as handle:
+            handle.seek(self.log_start)
+            return handle.read().decode(errors="replace")
 
 
 class EmbeddedStack:
@@ -135,23 +153,41 @@ class EmbeddedStack:
         self._wait_http(f"{self.aws_endpoint}/moto-api/", "moto")
 
     def start_receiver(self) -> None:
+        """uvicorn with the contract's app; with several workers, wait until every one has started up."""
+        workers = self.config.receiver_workers
         command = [sys.executable, "-m", "uvicorn", "src.receiver.app:app", "--host", "127.0.0.1"]
-        command += ["--port", str(self.receiver_port), "--log-level", "warning", "--no-access-log"]
-        self._spawn("receiver", command)
+        command += ["--port", str(self.receiver_port), "--no-access-log"]
+        # With workers, uvicorn's info lines name each worker's pid and say when its startup completed.
+        command += ["--log-level", "warning"] if workers == 1 else ["--workers", str(workers), "--log-level", "info"]
+        service = self._spawn("receiver", command)
         self._wait_http(f"{self.receiver_url}/health", "receiver")
+        if workers > 1:
+            self._wait_until(
+                lambda: service.log_text().count(WORKER_READY) >= workers and len(self.receiver_workers()) >= workers,
+                f"{workers} receiver workers",
+                service,
+            )
+
+    def receiver_workers(self) -> list[int]:
+        """Pids of the processes serving HTTP: uvicorn's workers, or uvicorn itself without ``--workers``."""
+        receiver = self.service("receiver").process.pid
+        if self.config.receiver_workers == 1:
+            return [receiver]
+        return [pid for pid in child_pids(receiver) if b"spawn_main" in _cmdline(pid)]
 
     def start_consumer(self, index: int = 0) -> Service:
         return self._spawn(f"consumer-{index}", [sys.executable, "-m", "src.consumer.batch_consumer"])
 
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU time (user + system) each running service has used so far; empty where /proc is missing."""
+        """CPU time (user + system) each running service, its live children included (uvicorn's
+        workers), has used so far; empty where /proc is missing."""
         used: dict[str, float] = {}
         for service in self.services:
-            try:
-                fields = Path(f"/proc/{service.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
+            own = process_cpu_seconds(service.process.pid)
+            if own is None:
                 continue
-            used[service.name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            children = (process_cpu_seconds(pid) for pid in child_pids(service.process.pid))
+            used[service.name] = own + sum(c for c in children if c is not None)
         return used
 
     def service(self, name: str) -> Service:
@@ -187,28 +223,68 @@ class EmbeddedStack:
     def _spawn(self, name: str, command: list[str]) -> Service:
         log_path = self.config.log_dir / f"{name}.log"
         log_file = log_path.open("ab")
+        log_start = log_file.tell()
         process = subprocess.Popen(
             command, cwd=REPO_ROOT, env=self.env(), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
-        service = Service(name, process, log_path, log_file)
+        service = Service(name, process, log_path, log_file, log_start)
         self.services.append(service)
         return service
 
     def _wait_http(self, url: str, name: str, timeout_s: float = 60.0) -> None:
         """Wait until ``url`` answers 200, failing early with the log if the process died."""
-        service = self.service(name)
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    return bool(response.status == 200)
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                return False
+
+        self._wait_until(answers, f"{name} to answer at {url}", self.service(name), timeout_s)
+
+    @staticmethod
+    def _wait_until(check: Callable[[], bool], what: str, service: Service, timeout_s: float = 60.0) -> None:
+        """Poll ``check`` until true, failing early with the log if ``service``'s process died."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if service.process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {service.process.returncode}:\n{tail(service.log_path)}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+                raise RuntimeError(
+                    f"{service.name} exited with {service.process.returncode}:\n{tail(service.log_path)}"
+                )
+            if check():
+                return
             time.sleep(0.1)
-        raise RuntimeError(f"{name} did not become ready at {url} in {timeout_s:.0f} s:\n{tail(service.log_path)}")
+        raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {what}:\n{tail(service.log_path)}")
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """CPU time (user + system) of one live process; None if it is gone or /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int | None) -> list[int]:
+    """Live children of ``pid``, found through /proc (empty where it is missing)."""
+    children: list[int] = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            children.append(int(entry.name))
+    return sorted(children)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def exit_on_sigterm() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -80,11 +80,31 @@ class ConsumerSettings(CommonSettings):
     writer_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_]{1,32}$", description="File name suffix; random per process if unset"
     )
+    visibility_timeout_s: int = Field(
+        30, ge=1, le=43_200, description="The queue's VisibilityTimeout; held messages are extended to it"
+    )
+    visibility_beat_s: float | None = Field(
+        None, gt=0, description="How often held messages are checked for extension; a sixth of the timeout if unset"
+    )
 
-    @field_validator("writer_id", mode="before")
+    @field_validator("writer_id", "visibility_beat_s", mode="before")
     @classmethod
-    def _blank_writer_is_unset(cls, value: object) -> object:
+    def _blank_optional_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _beat_fits_the_timeout(self) -> ConsumerSettings:
+        if self.visibility_beat_s is not None and self.visibility_beat_s >= self.visibility_timeout_s / 4:
+            raise ValueError(
+                f"VISIBILITY_BEAT_S ({self.visibility_beat_s}) must be below a quarter of "
+                f"VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}), or messages reappear before they are extended"
+            )
+        return self
+
+    @property
+    def heartbeat_s(self) -> float:
+        """Seconds between two visibility checks (``visibility_beat_s`` or a sixth of the timeout)."""
+        return self.visibility_beat_s if self.visibility_beat_s is not None else self.visibility_timeout_s / 6
 
 
 class AggregatorSettings(CommonSettings):

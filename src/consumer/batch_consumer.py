@@ -4,7 +4,9 @@ Several long polls keep SQS's receive pipe full; their messages are decoded (poi
 logged and left for the dead-letter queue), buffered into batches by reading count or
 age, and each batch is flushed by its own task: written to hour-partitioned JSONL files,
 fsynced, and only then deleted from SQS. At most two flushes run at once, so pollers
-never wait on the disk unless too many readings are buffered (backpressure).
+never wait on the disk unless too many readings are buffered (backpressure). From its
+receipt until its flush is over, a message is kept invisible in SQS by the visibility
+heartbeat (``visibility``), so a slow write never gets it delivered a second time.
 
 Delivery is at least once: a crash between the write and the delete stores a reading
 twice, and downstream deduplicates by natural key. Nothing is ever deleted before it is
@@ -31,6 +33,7 @@ from src.consumer.batching import Batch, Batcher
 from src.consumer.metrics import ConsumerStats, batch_latencies, format_latencies
 from src.consumer.receiving import QueueClient, parse_message, receive_count
 from src.consumer.storage import BatchWriter, WriteResult, new_writer_id
+from src.consumer.visibility import VisibilityKeeper
 
 log = logging.getLogger("src.consumer")
 
@@ -69,6 +72,7 @@ class Consumer:
         self._capacity = asyncio.Condition()
         self._flush_slots = asyncio.Semaphore(MAX_CONCURRENT_FLUSHES)
         self._flushes: set[asyncio.Task[None]] = set()
+        self.visibility = VisibilityKeeper(queue, settings.visibility_timeout_s, settings.heartbeat_s, self.stats)
 
     async def run(self, stop: asyncio.Event) -> ConsumerStats:
         """Consume until ``stop`` is set, then drain: flush what is buffered and wait for it.
@@ -78,6 +82,7 @@ class Consumer:
         becomes visible again once its visibility timeout (30 s) expires.
         """
         dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
+        heartbeat = asyncio.create_task(self.visibility.run(), name="visibility-heartbeat")
         pollers = [
             asyncio.create_task(self._poll(i), name=f"poller-{i}") for i in range(self.settings.receive_concurrency)
         ]
@@ -96,6 +101,8 @@ class Consumer:
             await dispatcher
             if self._flushes:
                 await asyncio.gather(*self._flushes, return_exceptions=True)
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
             log.info("consumer stopped: %s", self.stats.summary())
         return self.stats
 
@@ -134,8 +141,10 @@ class Consumer:
                 exc,
             )
             return
-        self._unflushed += len(message.records)
-        self._batcher.add(message)
+        batch = self._batcher.add(message)
+        if batch is not None:
+            self._unflushed += len(message.records)
+            self.visibility.hold(message, batch.batch_id)
 
     async def _wait_for_capacity(self) -> None:
         if self._unflushed < self._max_unflushed:
@@ -183,6 +192,7 @@ class Consumer:
         except Exception:  # a bug must not kill the consumer or leak the flush slot
             log.exception("batch %s: flush failed unexpectedly; its messages stay in SQS", batch.batch_id)
         finally:
+            self.visibility.release(batch.messages)  # deleted, or left to come back after the timeout
             self._flush_slots.release()
             await self._release(batch.readings)
 
@@ -201,7 +211,8 @@ class Consumer:
         if isinstance(outcome, OSError):
             self.stats.write_failures += 1
             log.error(
-                "batch %s: write failed again (%r); readings=%d messages=%d left in SQS for redelivery",
+                "batch %s: write failed again (%r); readings=%d messages=%d left in SQS for redelivery "
+                "(no longer extended: they reappear within the visibility timeout)",
                 batch.batch_id,
                 outcome,
                 batch.readings,
@@ -243,22 +254,48 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
     async with sqs_client(
         settings,
         read_timeout_s=settings.wait_time_s + 15.0,  # a long poll must not look like a hung socket
-        max_pool_connections=settings.receive_concurrency + 4 * MAX_CONCURRENT_FLUSHES + 4,
+        max_pool_connections=settings.receive_concurrency + 4 * MAX_CONCURRENT_FLUSHES + 8,
     ) as client:
         queue_url = await _resolve_queue(client, settings, stop)
         if queue_url is None:
             return
         log.info(
-            "consuming %s into %s as writer %s (batch_size=%d batch_timeout_s=%s pollers=%d)",
+            "consuming %s into %s as writer %s (batch_size=%d batch_timeout_s=%s pollers=%d "
+            "visibility_timeout_s=%d heartbeat_s=%g)",
             queue_url,
             settings.raw_dir,
             writer.writer_id,
             settings.batch_size,
             settings.batch_timeout_s,
             settings.receive_concurrency,
+            settings.visibility_timeout_s,
+            settings.heartbeat_s,
         )
-        consumer = Consumer(settings, QueueClient(client, queue_url, settings.wait_time_s), writer)
+        queue = QueueClient(client, queue_url, settings.wait_time_s)
+        await _check_visibility_timeout(queue, settings)
+        consumer = Consumer(settings, queue, writer)
         await consumer.run(stop)
+
+
+async def _check_visibility_timeout(queue: QueueClient, settings: ConsumerSettings) -> None:
+    """Warn when the queue hides a message for less time than VISIBILITY_TIMEOUT_S assumes.
+
+    The heartbeat first extends a message half a VISIBILITY_TIMEOUT_S after receiving it;
+    until then the queue's own timeout rules, so a shorter one lets messages reappear.
+    Never fatal: a consumer without GetQueueAttributes permission still consumes.
+    """
+    try:
+        queue_timeout = await queue.visibility_timeout()
+    except Exception as exc:
+        log.warning("cannot read the queue's VisibilityTimeout (%r); assuming %d s", exc, settings.visibility_timeout_s)
+        return
+    if queue_timeout < settings.visibility_timeout_s:
+        log.warning(
+            "queue VisibilityTimeout is %d s, below VISIBILITY_TIMEOUT_S=%d s: held messages may reappear "
+            "before their first extension; set them equal",
+            queue_timeout,
+            settings.visibility_timeout_s,
+        )
 
 
 async def _serve(settings: ConsumerSettings) -> None:

@@ -76,19 +76,25 @@ class Batcher:
         current = self._current.readings if self._current else 0
         return current + sum(batch.readings for batch in self._ready)
 
-    def add(self, message: ReceivedMessage) -> None:
-        """Buffer ``message``; seals the current batch once it reaches the size bound."""
+    def add(self, message: ReceivedMessage) -> Batch | None:
+        """Buffer ``message``; seals the current batch once it reaches the size bound.
+
+        Returns the batch the message joined, or None for a message without records
+        (nothing to store, and it is never deleted).
+        """
         if self._closed:
             raise RuntimeError("batcher is closed")
         if not message.records:
-            return
+            return None
         if self._current is None:
             self._current = Batch()
             self._deadline = self._clock() + self._timeout_s
-        self._current.append(message)
-        if self._current.readings >= self._batch_size:
+        batch = self._current
+        batch.append(message)
+        if batch.readings >= self._batch_size:
             self._seal()
         self._changed.set()
+        return batch
 
     def close(self) -> None:
         """No more messages: the partial batch becomes ready, and then the stream ends."""

@@ -4,6 +4,9 @@ The pipeline's latency target is stated as P50/P95/P99, so each flushed batch lo
 those for three spans: end-to-end (reading taken -> durable on disk), queue (sent to
 SQS -> received by us) and processing (received -> durable). One line per batch keeps
 the log greppable without a metrics backend.
+
+Prometheus counters live in :data:`REGISTRY`, the consumer's own registry (nothing
+serves it over HTTP yet; a scrape endpoint would expose exactly this registry).
 """
 
 from __future__ import annotations
@@ -12,8 +15,21 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from prometheus_client import CollectorRegistry, Counter
 
 from src.consumer.batching import Batch
+
+REGISTRY = CollectorRegistry()
+VISIBILITY_EXTENSIONS = Counter(
+    "consumer_visibility_extensions",
+    "Held messages whose visibility timeout was extended (one per message per heartbeat round)",
+    registry=REGISTRY,
+)
+VISIBILITY_EXTENSION_FAILURES = Counter(
+    "consumer_visibility_extension_failures",
+    "Held messages whose visibility extension failed (retried on the next heartbeat)",
+    registry=REGISTRY,
+)
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,8 @@ class ConsumerStats:
     write_failures: int = 0
     poison_receives: int = 0
     receive_errors: int = 0
+    visibility_extensions: int = 0
+    visibility_extension_failures: int = 0
 
     def summary(self) -> str:
         return " ".join(f"{name}={value}" for name, value in asdict(self).items())

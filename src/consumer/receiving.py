@@ -19,13 +19,16 @@ from src.consumer.batching import ReceivedMessage
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
     from types_aiobotocore_sqs.literals import MessageSystemAttributeNameType
-    from types_aiobotocore_sqs.type_defs import DeleteMessageBatchRequestEntryTypeDef
+    from types_aiobotocore_sqs.type_defs import (
+        ChangeMessageVisibilityBatchRequestEntryTypeDef,
+        DeleteMessageBatchRequestEntryTypeDef,
+    )
 else:
     SQSClient = Any
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGES = 10  # SQS's limit per ReceiveMessage and per DeleteMessageBatch
+MAX_MESSAGES = 10  # SQS's limit per ReceiveMessage, DeleteMessageBatch and ChangeMessageVisibilityBatch
 SYSTEM_ATTRIBUTES: list[MessageSystemAttributeNameType] = ["SentTimestamp", "ApproximateReceiveCount"]
 
 
@@ -54,8 +57,17 @@ class DeleteOutcome:
     failed: int
 
 
+@dataclass(frozen=True)
+class ExtendOutcome:
+    """Which messages had their visibility extended; the rest failed and keep their old deadline."""
+
+    extended: list[ReceivedMessage]
+    failed: list[tuple[ReceivedMessage, str]]
+    """Each failed message with the reason: SQS's error code and message, or the call's exception."""
+
+
 class QueueClient:
-    """The consumer's two SQS operations on one shared async client."""
+    """The consumer's SQS operations (receive, delete, extend visibility) on one shared async client."""
 
     def __init__(self, client: SQSClient, queue_url: str, wait_time_s: int) -> None:
         self._client = client
@@ -71,6 +83,13 @@ class QueueClient:
             MessageSystemAttributeNames=SYSTEM_ATTRIBUTES,
         )
         return list(response.get("Messages", []))
+
+    async def visibility_timeout(self) -> int:
+        """The queue's own VisibilityTimeout (seconds), which rules until a message is first extended."""
+        response = await self._client.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout"]
+        )
+        return int(response["Attributes"]["VisibilityTimeout"])
 
     async def delete(self, messages: Sequence[ReceivedMessage], batch_id: str) -> DeleteOutcome:
         """Delete ``messages`` in concurrent chunks of 10; failures are logged, not raised.
@@ -102,3 +121,31 @@ class QueueClient:
                 entry.get("Message", ""),
             )
         return DeleteOutcome(deleted=len(response.get("Successful", [])), failed=len(failed))
+
+    async def extend(self, messages: Sequence[ReceivedMessage], timeout_s: int) -> ExtendOutcome:
+        """Make ``messages`` invisible for ``timeout_s`` more seconds, in concurrent chunks of 10.
+
+        Never raises: a failed call fails its whole chunk, and the caller decides what to
+        log (a message deleted meanwhile fails harmlessly with ReceiptHandleIsInvalid).
+        """
+        chunks = [messages[i : i + MAX_MESSAGES] for i in range(0, len(messages), MAX_MESSAGES)]
+        results = await asyncio.gather(*(self._extend_chunk(chunk, timeout_s) for chunk in chunks))
+        return ExtendOutcome(
+            extended=[m for r in results for m in r.extended], failed=[f for r in results for f in r.failed]
+        )
+
+    async def _extend_chunk(self, chunk: Sequence[ReceivedMessage], timeout_s: int) -> ExtendOutcome:
+        entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = [
+            {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": timeout_s}
+            for i, m in enumerate(chunk)
+        ]
+        try:
+            response = await self._client.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+        except Exception as exc:
+            return ExtendOutcome(extended=[], failed=[(m, repr(exc)) for m in chunk])
+        failed = [
+            (chunk[int(entry["Id"])], f"{entry.get('Code')} {entry.get('Message', '')}".rstrip())
+            for entry in response.get("Failed", [])
+        ]
+        extended = [chunk[int(entry["Id"])] for entry in response.get("Successful", [])]
+        return ExtendOutcome(extended=extended, failed=failed)

@@ -100,8 +100,18 @@ async def test_close_wakes_a_waiting_consumer() -> None:
 
 async def test_empty_message_adds_nothing() -> None:
     batcher = Batcher(batch_size=1, timeout_s=60)
-    batcher.add(message(0))
+    assert batcher.add(message(0)) is None
     assert batcher.buffered_readings == 0
+
+
+async def test_add_returns_the_batch_the_message_joined() -> None:
+    """The consumer ties each held message to its batch id (visibility heartbeat logs)."""
+    batcher = Batcher(batch_size=5, timeout_s=60)
+    first = batcher.add(message(3, "a"))
+    second = batcher.add(message(3, "b"))  # fills and seals the batch
+    third = batcher.add(message(1, "c"))
+    assert first is not None and first is second and third is not None and third is not first
+    assert await asyncio.wait_for(batcher.next_batch(), 5) is first
 
 
 def test_batches_get_short_distinct_ids() -> None:
