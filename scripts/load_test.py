@@ -10,23 +10,28 @@ report") counts what was lost and duplicated and gives latency percentiles; a re
 found outside its ingest hour's partition is reported as ``misplaced`` and fails the run. Without
 ``--embedded`` it targets a running receiver (``--url``, ``API_KEY``) whose consumer
 writes to ``DATA_DIR`` on this machine. Exit status 0 only when nothing accepted was lost.
+
+Sending is done by ``--senders`` processes (``scripts/load_generator.py``; default one per
+5,000 requests/s), each taking every N-th request of one schedule. After the run a latency
+plot (``scripts/latency_plot.py``) is written to ``--plot``, by default next to
+``--report-json`` with ``.png``. With ``--embedded`` the CPU each process used is printed,
+while sending and over the whole run: where to look first when a rate is not reached.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import random
+import math
+import os
 import secrets
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import numpy as np
 import orjson
 
@@ -35,46 +40,23 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from scripts.disk_index import DiskIndex  # noqa: E402
-from scripts.embedded_stack import EmbeddedStack, StackConfig, exit_on_sigterm  # noqa: E402
-from src.common.schema import NaturalKey, format_timestamp  # noqa: E402
+from scripts.load_generator import (  # noqa: E402
+    LoadRun,
+    ShareSpec,
+    default_senders,
+    merge_results,
+    run_senders,
+    send_share,
+)
+from src.common.schema import NaturalKey  # noqa: E402
 from src.common.settings import GeneratorSettings  # noqa: E402
 
-MAX_IN_FLIGHT = 512
+if TYPE_CHECKING:
+    from scripts.latency_plot import LatencySeries
 
+__all__ = ["LoadRun", "build_report", "percentiles", "send_load", "wait_persisted"]
 
-@dataclass
-class LoadRun:
-    """What the sending phase saw: per accepted reading, its key and when it was taken."""
-
-    sent: int = 0
-    accepted: dict[NaturalKey, float] = field(default_factory=dict)  # key -> reading timestamp (unix ms)
-    ingest_ms: list[float] = field(default_factory=list)
-    refused: dict[str, int] = field(default_factory=dict)  # HTTP status or error -> readings
-    window_s: float = 0.0
-    payloads: dict[NaturalKey, dict[str, float]] | None = None
-    """Accepted readings' payloads, kept only when asked (tests compare aggregates with them)."""
-
-
-def make_reading(vehicle: int, now: datetime, rng: random.Random) -> dict[str, Any]:
-    """A plausible reading; its natural key is unique as long as vehicles outnumber readings per µs."""
-    soc = rng.uniform(20.0, 90.0)
-    cell = 3.45 + 0.0075 * soc
-    current = rng.uniform(-180.0, 40.0)
-    temp = rng.uniform(20.0, 35.0)
-    return {
-        "timestamp": format_timestamp(now),
-        "vehicle_id": f"load-{vehicle:05d}",
-        "can_id": "0x1F0",
-        "payload": {
-            "battery_soc": round(soc, 1),
-            "battery_voltage": round(96 * cell + 0.05 * current, 1),
-            "battery_current": round(current, 1),
-            "cell_voltage_min": round(cell - 0.012, 3),
-            "cell_voltage_max": round(cell + 0.012, 3),
-            "cell_temp_min": round(temp, 1),
-            "cell_temp_max": round(temp + rng.uniform(0.5, 3.0), 1),
-        },
-    }
+GENERATOR = "load generator"
 
 
 async def send_load(
@@ -86,59 +68,36 @@ async def send_load(
     vehicles: int,
     seed: int = 0,
     keep_payloads: bool = False,
+    senders: int = 1,
+    on_start: Callable[[], None] | None = None,
 ) -> LoadRun:
-    """Send ``messages`` readings at ``rate`` per second; requests are scheduled, not paced by replies."""
-    run = LoadRun(payloads={} if keep_payloads else None)
-    rng = random.Random(seed)
-    endpoint = f"{url}/ingest/batch" if batch_size > 1 else f"{url}/ingest"
-    headers = {"X-API-Key": api_key, "Content-Type": "application/json"}
-    requests = (messages + batch_size - 1) // batch_size
-    in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
-    connector = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT)
-    timeout = aiohttp.ClientTimeout(total=30)
+    """Send ``messages`` readings at ``rate`` per second; requests are scheduled, not paced by replies.
 
-    async def one(session: aiohttp.ClientSession, first: int, count: int) -> None:
-        async with in_flight:
-            now = datetime.now(UTC)
-            readings = [make_reading((first + i) % vehicles, now, rng) for i in range(count)]
-            body = orjson.dumps(readings if batch_size > 1 else readings[0])
-            started = time.perf_counter()
-            run.sent += count
-            try:
-                async with session.post(endpoint, data=body, headers=headers) as response:
-                    await response.read()
-                    status = str(response.status)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                status = type(exc).__name__
-            if status == "202":
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                taken_ms = now.timestamp() * 1000
-                for reading in readings:
-                    key = NaturalKey(reading["vehicle_id"], reading["can_id"], reading["timestamp"])
-                    run.accepted[key] = taken_ms
-                    if run.payloads is not None:
-                        run.payloads[key] = reading["payload"]
-                run.ingest_ms.extend([elapsed_ms] * count)
-            else:
-                run.refused[status] = run.refused.get(status, 0) + count
+    One sender runs in the calling event loop; more run as spawned processes (see
+    ``scripts/load_generator.py``), waited for in a thread so the caller's loop stays free.
+    ``on_start`` is called just before the first request is due.
+    """
+    spec = ShareSpec(url, api_key, messages, rate, batch_size, vehicles, seed)
+    if senders > 1:
+        return await asyncio.to_thread(run_senders, spec, senders, progress, keep_payloads, on_start)
+    return await send_in_process(spec, keep_payloads, on_start)
 
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        start = time.perf_counter()
-        tasks: list[asyncio.Task[None]] = []
-        next_progress = start + 1.0
-        for j in range(requests):
-            due = start + j * batch_size / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            count = min(batch_size, messages - j * batch_size)
-            tasks.append(asyncio.create_task(one(session, j * batch_size, count)))
-            if time.perf_counter() >= next_progress:
-                progress(f"sending: {run.sent}/{messages} sent, {len(run.accepted)} accepted")
-                next_progress += 1.0
-        await asyncio.gather(*tasks)
-        run.window_s = time.perf_counter() - start
-    return run
+
+async def send_in_process(
+    spec: ShareSpec, keep_payloads: bool = False, on_start: Callable[[], None] | None = None
+) -> LoadRun:
+    """The whole schedule from this process's event loop, progress printed once a second."""
+    next_progress = time.monotonic() + 1.0
+
+    def report(sent: int, accepted: int) -> None:
+        nonlocal next_progress
+        if time.monotonic() >= next_progress:
+            progress(f"sending: {sent}/{spec.messages} sent, {accepted} accepted")
+            next_progress += 1.0
+
+    if on_start is not None:
+        on_start()
+    return merge_results([await send_share(spec, progress=report)], keep_payloads)
 
 
 def wait_persisted(index: DiskIndex, keys: set[NaturalKey], timeout_s: float) -> set[NaturalKey]:
@@ -157,21 +116,34 @@ def wait_persisted(index: DiskIndex, keys: set[NaturalKey], timeout_s: float) ->
         time.sleep(0.2)
 
 
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
+def percentiles(values: Sequence[float] | np.ndarray) -> dict[str, float | None]:
+    array = np.asarray(values, dtype=np.float64)
+    if not array.size:
         return {"p50": None, "p95": None, "p99": None, "max": None}
-    p50, p95, p99 = np.percentile(np.asarray(values), [50, 95, 99])
+    p50, p95, p99 = np.percentile(array, [50, 95, 99])
     return {
         "p50": round(float(p50), 1),
         "p95": round(float(p95), 1),
         "p99": round(float(p99), 1),
-        "max": round(max(values), 1),
+        "max": round(float(array.max()), 1),
     }
 
 
-def build_report(run: LoadRun, index: DiskIndex, missing: set[NaturalKey], elapsed_s: float) -> dict[str, Any]:
-    found = [key for key in run.accepted if key not in missing]
-    e2e = [index.durable_ms[key] - run.accepted[key] for key in found]
+def e2e_by_reading(run: LoadRun, index: DiskIndex) -> np.ndarray:
+    """Per accepted reading (in ``run.accepted``'s order): timestamp to durable on disk, ms; NaN if not there."""
+    durable = index.durable_ms
+    values = (durable.get(key, math.nan) - taken_ms for key, taken_ms in run.accepted.items())
+    return np.fromiter(values, dtype=np.float64, count=len(run.accepted))
+
+
+def build_report(
+    run: LoadRun, index: DiskIndex, missing: set[NaturalKey], elapsed_s: float, e2e: np.ndarray | None = None
+) -> dict[str, Any]:
+    """The contract's report (plus ``refused`` and ``misplaced`` when there are any)."""
+    if e2e is None:
+        e2e = e2e_by_reading(run, index)
+    is_found = np.fromiter((key not in missing for key in run.accepted), dtype=bool, count=len(run.accepted))
+    found = [key for key, here in zip(run.accepted, is_found.tolist(), strict=True) if here]
     report: dict[str, Any] = {
         "sent": run.sent,
         "accepted": len(run.accepted),
@@ -180,7 +152,7 @@ def build_report(run: LoadRun, index: DiskIndex, missing: set[NaturalKey], elaps
         "duplicates": index.duplicates(set(found)),
         "throughput_rps": round(len(run.accepted) / run.window_s, 1) if run.window_s else 0.0,
         "elapsed_s": round(elapsed_s, 2),
-        "e2e_ms": percentiles(e2e),
+        "e2e_ms": percentiles(e2e[is_found]),
         "ingest_ms": percentiles(run.ingest_ms),
     }
     if run.refused:
@@ -191,21 +163,107 @@ def build_report(run: LoadRun, index: DiskIndex, missing: set[NaturalKey], elaps
     return report
 
 
-def run_load_test(args: argparse.Namespace, url: str, api_key: str, data_dir: Path) -> dict[str, Any]:
-    """Send, then look for every accepted reading on disk; the report of the contract."""
+def latency_series(run: LoadRun, e2e: np.ndarray, title: str) -> LatencySeries:
+    from scripts.latency_plot import LatencySeries  # matplotlib: imported only when plotting
+
+    taken_ms = np.fromiter(run.accepted.values(), dtype=np.float64, count=len(run.accepted))
+    return LatencySeries(
+        sent_s=(taken_ms - run.started_unix_ms) / 1000,
+        e2e_ms=e2e,
+        request_s=(np.asarray(run.request_unix_ms, dtype=np.float64) - run.started_unix_ms) / 1000,
+        ingest_ms=np.asarray(run.request_latency_ms, dtype=np.float64),
+        title=title,
+        refused_s=(np.asarray(run.refused_unix_ms, dtype=np.float64) - run.started_unix_ms) / 1000,
+        refused_count=np.asarray(run.refused_count, dtype=np.int64),
+    )
+
+
+def plot_path(args: argparse.Namespace) -> Path | None:
+    """``--plot``, else the report's path with ``.png``, else no plot."""
+    if args.plot is not None:
+        return Path(args.plot)
+    if args.report_json is not None:
+        return Path(args.report_json).with_suffix(".png")
+    return None
+
+
+def run_load_test(
+    args: argparse.Namespace,
+    url: str,
+    api_key: str,
+    data_dir: Path,
+    cpu_probe: Callable[[], dict[str, float]] | None = None,
+) -> dict[str, Any]:
+    """Send, then look for every accepted reading on disk; the report of the contract.
+
+    ``cpu_probe`` gives the CPU seconds each service of the system under test has used so
+    far; with it, where the machine's cores went is printed, while sending and overall.
+    """
+    probe = cpu_probe or dict
     started = time.perf_counter()
     index = DiskIndex(data_dir / "raw")
     index.refresh()  # files from before this run are read once, then ignored
-    run = asyncio.run(send_load(url, api_key, args.messages, args.rate, args.batch_size, args.vehicles, args.seed))
-    progress(f"sent {run.sent} readings in {run.window_s:.1f} s; {len(run.accepted)} accepted")
+    senders = args.senders or default_senders(args.rate, args.batch_size)
+    mode = f"{args.batch_size} per request to /ingest/batch" if args.batch_size > 1 else "one per request to /ingest"
+    progress(f"sending {args.messages} readings at {args.rate:g}/s, {mode}, from {senders} sender(s)")
+    marks: dict[str, Any] = {}
+
+    def sending_starts() -> None:
+        marks.update(cpu=probe(), own_cpu=time.process_time(), wall=time.perf_counter())
+
+    spec = ShareSpec(url, api_key, args.messages, args.rate, args.batch_size, args.vehicles, args.seed)
+    if senders > 1:  # from this (main) thread, so that SIGTERM or ^C stops the sender processes at once
+        run = run_senders(spec, senders, progress, on_start=sending_starts)
+    else:
+        run = run_async(send_in_process(spec, on_start=sending_starts))
+    cpu_sent, wall_sent = probe(), time.perf_counter()
+    lag = percentiles(run.lag_ms)
+    progress(
+        f"sent {run.sent} readings in {run.window_s:.1f} s; {len(run.accepted)} accepted; "
+        f"behind schedule P99 {lag['p99']} ms, max {lag['max']} ms"
+    )
+    if cpu_probe is not None:
+        shares = cpu_shares(marks["cpu"], cpu_sent, wall_sent - marks["wall"])
+        shares[GENERATOR] = run.sender_cpu_s / run.window_s if run.window_s else 0.0  # over its own window
+        print_cpu_shares(shares, wall_sent - marks["wall"], "while sending")
     missing = wait_persisted(index, set(run.accepted), args.persist_timeout)
-    return build_report(run, index, missing, time.perf_counter() - started)
+    e2e = e2e_by_reading(run, index)
+    report = build_report(run, index, missing, time.perf_counter() - started, e2e)
+    if cpu_probe is not None:
+        wall_s = time.perf_counter() - marks["wall"]
+        shares = cpu_shares(marks["cpu"], probe(), wall_s)
+        own_cpu = time.process_time() - marks["own_cpu"] + (run.sender_cpu_s if run.spawned else 0.0)
+        shares[GENERATOR] = own_cpu / wall_s
+        print_cpu_shares(shares, wall_s, "over the whole run")
+    path = plot_path(args)
+    if path is not None:
+        title = (
+            f"load_test: {args.messages} readings at {args.rate:g}/s, batch {args.batch_size}, {senders} sender(s); "
+            f"{report['throughput_rps']} accepted/s, lost {report['lost']}"
+        )
+        from scripts.latency_plot import plot_latency
+
+        plot_latency(latency_series(run, e2e, title), path)
+        progress(f"latency plot written to {path}")
+    return report
 
 
-def report_cpu_share(before: dict[str, float], after: dict[str, float], wall_s: float) -> None:
-    """Where the machine's cores went during the run: which process to profile first."""
-    shares = [f"{name} {(after[name] - before.get(name, 0.0)) / wall_s:.2f}" for name in after]
-    progress("CPU seconds per second: " + ", ".join(shares))
+def run_async(coroutine: Coroutine[Any, Any, LoadRun]) -> LoadRun:
+    """Run on uvloop: its event loop costs the sender less CPU per request than asyncio's."""
+    import uvloop
+
+    return uvloop.run(coroutine)
+
+
+def cpu_shares(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict[str, float]:
+    """CPU seconds per second of wall time, per process, between two probes."""
+    return {name: (used - before.get(name, 0.0)) / wall_s for name, used in after.items()}
+
+
+def print_cpu_shares(shares: dict[str, float], wall_s: float, when: str) -> None:
+    """Where the machine's cores went: which process to profile first."""
+    listed = ", ".join(f"{name} {share:.2f}" for name, share in shares.items())
+    progress(f"CPU seconds per second {when} ({wall_s:.1f} s, {os.cpu_count()} cores): {listed}")
 
 
 def progress(message: str) -> None:
@@ -224,13 +282,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vehicles", type=int, default=1000, help="distinct vehicle ids to spread readings over")
     parser.add_argument("--persist-timeout", type=float, default=60.0, help="seconds to wait for the disk")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--senders", type=int, help="sender processes (default: one per 5,000 requests/s, at most one per core)"
+    )
+    parser.add_argument("--plot", type=Path, help="latency plot (PNG); default: --report-json's path with .png")
     args = parser.parse_args(argv)
     if args.messages <= 0 or args.rate <= 0 or args.batch_size <= 0 or args.vehicles <= 0:
         parser.error("--messages, --rate, --batch-size and --vehicles must be positive")
+    if args.senders is not None and args.senders <= 0:
+        parser.error("--senders must be positive")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Imported here, not at the top: sender processes (spawned) re-import this module.
+    from scripts.embedded_stack import EmbeddedStack, StackConfig, exit_on_sigterm
+
     args = parse_args(argv)
     exit_on_sigterm()
     if args.embedded:
@@ -238,12 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             config = StackConfig(data_dir=Path(tmp) / "data", log_dir=Path(tmp) / "logs", api_key=secrets.token_hex(16))
             with EmbeddedStack(config) as stack:
                 progress(f"embedded stack up: receiver {stack.receiver_url}, AWS {stack.aws_endpoint}")
-                cpu_before, own_before, wall_before = stack.cpu_seconds(), time.process_time(), time.perf_counter()
-                report = run_load_test(args, stack.receiver_url, config.api_key, config.data_dir)
-                cpu_after = {**stack.cpu_seconds(), "load generator": time.process_time()}
-                report_cpu_share(
-                    {**cpu_before, "load generator": own_before}, cpu_after, time.perf_counter() - wall_before
-                )
+                report = run_load_test(args, stack.receiver_url, config.api_key, config.data_dir, stack.cpu_seconds)
     else:
         settings = GeneratorSettings()
         api_key = settings.first_api_key

@@ -103,18 +103,23 @@ def test_simulator_readings_reach_disk_and_aggregates_count_them(stack: Embedded
 
 
 def test_load_test_cli_embedded_reports_contract_fields(tmp_path: Path) -> None:
-    """`load_test.py --embedded` brings up its own stack and writes the contract's report."""
+    """`load_test.py --embedded` brings up its own stack, sends from two processes, writes the report and its plot."""
     report_path = tmp_path / "report.json"
     command = [sys.executable, "scripts/load_test.py", "--embedded", "--messages", "300", "--rate", "150"]
-    command += ["--report-json", str(report_path)]
+    command += ["--senders", "2", "--report-json", str(report_path)]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     report = orjson.loads(report_path.read_bytes())
     expected = {"sent", "accepted", "persisted", "lost", "duplicates", "throughput_rps", "elapsed_s", "e2e_ms"}
-    assert expected | {"ingest_ms"} <= set(report)
+    assert set(report) == expected | {"ingest_ms"}
     assert set(report["e2e_ms"]) == {"p50", "p95", "p99", "max"}
     assert report["sent"] == report["accepted"] == report["persisted"] == 300
     assert report["lost"] == 0
+    plot = report_path.with_suffix(".png")
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    assert f"latency plot written to {plot}" in result.stderr
+    assert "from 2 sender(s)" in result.stderr
+    assert "CPU seconds per second while sending" in result.stderr
 
 
 def test_demo_runs_the_whole_pipeline_and_reports_nothing_lost(tmp_path: Path) -> None:
