@@ -286,11 +286,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--senders", type=int, help="sender processes (default: one per 5,000 requests/s, at most one per core)"
     )
     parser.add_argument("--plot", type=Path, help="latency plot (PNG); default: --report-json's path with .png")
+    parser.add_argument("--receiver-workers", type=int, default=1, help="--embedded: uvicorn worker processes")
+    parser.add_argument("--consumers", type=int, default=1, help="--embedded: consumer processes")
     args = parser.parse_args(argv)
     if args.messages <= 0 or args.rate <= 0 or args.batch_size <= 0 or args.vehicles <= 0:
         parser.error("--messages, --rate, --batch-size and --vehicles must be positive")
     if args.senders is not None and args.senders <= 0:
         parser.error("--senders must be positive")
+    if args.receiver_workers <= 0 or args.consumers <= 0:
+        parser.error("--receiver-workers and --consumers must be positive")
     return args
 
 
@@ -302,7 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_sigterm()
     if args.embedded:
         with tempfile.TemporaryDirectory(prefix="load-test-") as tmp:
-            config = StackConfig(data_dir=Path(tmp) / "data", log_dir=Path(tmp) / "logs", api_key=secrets.token_hex(16))
+            config = StackConfig(
+                data_dir=Path(tmp) / "data",
+                log_dir=Path(tmp) / "logs",
+                api_key=secrets.token_hex(16),
+                consumers=args.consumers,
+                receiver_workers=args.receiver_workers,
+            )
             with EmbeddedStack(config) as stack:
                 progress(f"embedded stack up: receiver {stack.receiver_url}, AWS {stack.aws_endpoint}")
                 report = run_load_test(args, stack.receiver_url, config.api_key, config.data_dir, stack.cpu_seconds)

@@ -168,6 +168,14 @@ def test_cli_without_an_api_key_refuses_to_start(monkeypatch: pytest.MonkeyPatch
     assert main(["--messages", "1", "--rate", "1"]) == 2
 
 
+def test_embedded_stack_size_defaults_to_one_worker_and_one_consumer() -> None:
+    """--embedded scales the stack only when asked: the contract's single receiver and consumer by default."""
+    args = parse_args(["--messages", "1", "--rate", "1"])
+    assert (args.receiver_workers, args.consumers) == (1, 1)
+    args = parse_args(["--messages", "1", "--rate", "1", "--receiver-workers", "2", "--consumers", "3"])
+    assert (args.receiver_workers, args.consumers) == (2, 3)
+
+
 def test_plot_goes_next_to_the_report_unless_asked_elsewhere() -> None:
     assert plot_path(parse_args(["--messages", "1", "--rate", "1"])) is None
     with_report = parse_args(["--messages", "1", "--rate", "1", "--report-json", "out/run.json"])
@@ -176,7 +184,17 @@ def test_plot_goes_next_to_the_report_unless_asked_elsewhere() -> None:
     assert plot_path(explicit) == Path("x/y.png")
 
 
-@pytest.mark.parametrize("bad", [["--senders", "0"], ["--batch-size", "0"], ["--vehicles", "-1"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--senders", "0"],
+        ["--batch-size", "0"],
+        ["--vehicles", "-1"],
+        ["--receiver-workers", "0"],
+        ["--consumers", "0"],
+    ],
+)
 def test_options_must_be_positive(bad: list[str]) -> None:
+    """A count of zero processes or readings is a usage error, not an empty run."""
     with pytest.raises(SystemExit):
         parse_args(["--messages", "10", "--rate", "5", *bad])
