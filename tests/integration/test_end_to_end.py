@@ -20,7 +20,8 @@ from scripts.disk_index import DiskIndex
 from scripts.embedded_stack import REPO_ROOT, EmbeddedStack, StackConfig
 from scripts.load_test import build_report, send_load, wait_persisted
 from src.common.layout import aggregated_file_name, hour_label
-from src.common.schema import SIGNALS, NaturalKey
+from src.common.schema import NaturalKey
+from tests.integration.checks import assert_aggregates_match
 
 pytestmark = pytest.mark.integration
 
@@ -55,19 +56,7 @@ def test_thousand_single_readings_at_200_per_second_all_persisted_and_aggregated
 
     # The aggregator's view equals what was sent, per vehicle and signal.
     assert run.payloads is not None
-    sent: dict[str, list[dict[str, float]]] = defaultdict(list)
-    for key, payload in run.payloads.items():
-        sent[key.vehicle_id].append(payload)
-    aggregated = run_aggregator(stack, index, set(run.accepted))
-    assert set(aggregated) == set(sent)
-    for vehicle_id, payloads in sent.items():
-        vehicle = aggregated[vehicle_id]
-        assert vehicle["message_count"] == len(payloads)
-        for signal in SIGNALS:
-            values = [p[signal] for p in payloads]
-            assert vehicle[signal]["min"] == min(values)
-            assert vehicle[signal]["max"] == max(values)
-            assert vehicle[signal]["avg"] == pytest.approx(sum(values) / len(values), abs=1e-6)
+    assert_aggregates_match(run_aggregator(stack, index, set(run.accepted)), run.payloads)
 
 
 def test_batch_endpoint_persists_every_reading(stack: EmbeddedStack) -> None:

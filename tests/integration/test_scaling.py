@@ -16,7 +16,6 @@ import asyncio
 import secrets
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,8 @@ from scripts.disk_index import DiskIndex
 from scripts.embedded_stack import REPO_ROOT, EmbeddedStack, StackConfig, process_cpu_seconds
 from scripts.load_test import send_load, wait_persisted
 from src.common.layout import aggregated_file_name, hour_label
-from src.common.schema import SIGNALS, NaturalKey, natural_key_of
+from src.common.schema import NaturalKey, natural_key_of
+from tests.integration.checks import assert_aggregates_match
 
 pytestmark = pytest.mark.integration
 
@@ -104,15 +104,4 @@ def test_two_receiver_workers_and_two_consumers_keep_every_reading_exactly(tmp_p
     assert len(writers) == 2, f"both consumers took part: {writers}"
 
     # The aggregates count each reading once, whichever worker took it and whichever consumer wrote it.
-    stored: dict[str, list[dict[str, float]]] = defaultdict(list)
-    for key, payload in on_disk.items():
-        stored[key.vehicle_id].append(payload)
-    assert set(aggregated) == set(stored)
-    for vehicle_id, payloads in stored.items():
-        vehicle = aggregated[vehicle_id]
-        assert vehicle["message_count"] == len(payloads)
-        for signal in SIGNALS:
-            values = [p[signal] for p in payloads]
-            assert vehicle[signal]["min"] == min(values)
-            assert vehicle[signal]["max"] == max(values)
-            assert vehicle[signal]["avg"] == pytest.approx(sum(values) / len(values), abs=1e-6)
+    assert_aggregates_match(aggregated, on_disk)
