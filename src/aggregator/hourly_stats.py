@@ -3,41 +3,71 @@
 ``python -m src.aggregator.hourly_stats [--hour YYYY-MM-DDTHH] [--source local|s3]``
 (default: the previous full UTC hour; run from cron at ``5 * * * *``).
 
-The work is three small steps with a pure core in the middle:
+The work is three steps with a pure core in the middle:
 
-1. :func:`stream_records` reads the hour's batch files line by line (memory does not
-   grow with file size) and yields parsed, checked records; a corrupt or truncated line
-   is counted and skipped, never fatal, because one bad line must not cost an hour;
-2. :func:`aggregate` drops duplicates by natural key (SQS delivers at least once, so the
-   same reading can be on disk twice) and keeps count/min/max/sum per vehicle and signal;
+1. the hour's batch files are read by one worker process per CPU, each turning a run of
+   consecutive files into compact columns (:mod:`src.aggregator.columnar`): a corrupt or
+   truncated line is counted and skipped, never fatal, because one bad line must not
+   cost an hour (:func:`parse_line` defines what a reading is);
+2. :mod:`src.aggregator.rollup` drops duplicates by natural key (SQS delivers at least
+   once, so the same reading can be on disk twice; the first copy read counts) and takes
+   count/min/max/sum per vehicle and signal, holding at most a few million 72-byte rows
+   in memory and spilling per-vehicle buckets to disk beyond that;
 3. :func:`write_aggregate` writes the seed's schema atomically. Everything in it derives
    from the hour and the data (``aggregation_timestamp`` is the hour's end, not the
-   wall clock), so a rerun over the same files writes the same bytes.
+   wall clock; sums are taken in natural-key order, not in the order files happened to
+   be read or split among workers), so a rerun over the same files writes the same bytes.
 
-Parsing uses orjson and plain float checks rather than the pydantic model: an hour holds
-hundreds of thousands of lines, and these checks are all the statistics need.
+Parsing uses orjson and plain type checks rather than the pydantic model: an hour holds
+millions of lines, and these checks are all the statistics need.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import contextlib
 import logging
 import math
+import multiprocessing
+import os
+import signal
 import sys
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from src.aggregator.columnar import Chunk, Skip, Vanished, chunks_of_records, parse_files
+from src.aggregator.records import Record, SkippedLine, canonical_timestamp, parse_line
+from src.aggregator.rollup import BUCKET_ROWS, MEMORY_ROWS, RowStore, ranks, reduce_rows
 from src.common.files import write_atomically
 from src.common.layout import aggregated_file_name, batch_files, hour_label, parse_hour_label, previous_full_hour
 from src.common.logs import configure_logging
-from src.common.schema import SIGNALS, NaturalKey, format_timestamp, natural_key_of
+from src.common.schema import SIGNALS, format_timestamp
 from src.common.settings import AggregatorSettings
+
+__all__ = [
+    "MAX_LOGGED_SKIPS",
+    "HourAggregate",
+    "Quality",
+    "Record",
+    "SkippedLine",
+    "VehicleStats",
+    "aggregate",
+    "aggregate_hour",
+    "canonical_timestamp",
+    "main",
+    "parse_line",
+    "stream_records",
+    "write_aggregate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +77,8 @@ AVG_DECIMALS = 6
 """Averages are rounded (well below any signal's resolution) so they print compactly; min and max are stored values."""
 MAX_LOGGED_SKIPS = 20
 """Skipped lines are all counted, but only the first few logged: a broken file must not flood the log."""
+TASK_BYTES = 8 << 20
+"""Consecutive files are handed to a worker in runs of about this many bytes (~25,000 readings)."""
 
 
 @dataclass
@@ -63,32 +95,14 @@ class Quality:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Record:
-    """The part of a stored reading the statistics need."""
-
-    key: NaturalKey
-    values: tuple[float, ...]  # in SIGNALS order
-
-
 @dataclass
 class VehicleStats:
-    """Running count, min, max and sum of every signal of one vehicle."""
+    """Count, min, max and sum of every signal of one vehicle."""
 
     message_count: int = 0
     mins: list[float] = field(default_factory=lambda: [math.inf] * len(SIGNALS))
     maxs: list[float] = field(default_factory=lambda: [-math.inf] * len(SIGNALS))
     sums: list[float] = field(default_factory=lambda: [0.0] * len(SIGNALS))
-
-    def add(self, values: Sequence[float]) -> None:
-        self.message_count += 1
-        mins, maxs, sums = self.mins, self.maxs, self.sums
-        for i, value in enumerate(values):
-            if value < mins[i]:
-                mins[i] = value
-            if value > maxs[i]:
-                maxs[i] = value
-            sums[i] += value
 
     def as_dict(self, vehicle_id: str) -> dict[str, Any]:
         entry: dict[str, Any] = {"vehicle_id": vehicle_id, "message_count": self.message_count}
@@ -120,48 +134,12 @@ class HourAggregate:
         }
 
 
-class SkippedLine(ValueError):
-    """A line that is not a usable reading (bad JSON, missing field, non-numeric signal)."""
-
-
-def parse_line(line: bytes) -> Record:
-    """One stored line as a :class:`Record`; raises :class:`SkippedLine` if it is not one."""
-    try:
-        document = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise SkippedLine(f"not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise SkippedLine("not a JSON object")
-    payload = document.get("payload")
-    if not isinstance(payload, dict):
-        raise SkippedLine("no payload object")
-    values = []
-    for name in SIGNALS:
-        value = payload.get(name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise SkippedLine(f"{name} is not a finite number: {value!r}")
-        values.append(float(value))
-    if not all(isinstance(document.get(name), str) for name in ("vehicle_id", "can_id", "timestamp")):
-        raise SkippedLine("vehicle_id, can_id or timestamp missing or not a string")
-    try:
-        timestamp = canonical_timestamp(document["timestamp"])
-    except ValueError as exc:
-        raise SkippedLine(f"bad timestamp: {exc}") from None
-    return Record(NaturalKey(document["vehicle_id"], document["can_id"], timestamp), tuple(values))
-
-
-@functools.lru_cache(maxsize=65_536)
-def canonical_timestamp(text: str) -> str:
-    """The natural key's form of a timestamp (as ``natural_key_of`` makes it), cached.
-
-    A fleet's readings of one tick share their timestamp, so the cache saves most of the
-    ISO 8601 parsing, which otherwise dominates the per-line cost.
-    """
-    return natural_key_of({"vehicle_id": "", "can_id": "", "timestamp": text}).timestamp
-
-
 def stream_records(files: Iterable[Path], quality: Quality) -> Iterator[Record]:
-    """Every usable record of ``files``, in file then line order; counts into ``quality``."""
+    """Every usable record of ``files``, in file then line order; counts into ``quality``.
+
+    The one-record-at-a-time reader, for callers that want records; :func:`aggregate_hour`
+    reads the same lines the same way, only in bulk.
+    """
     for path in files:
         try:
             handle = path.open("rb")
@@ -185,19 +163,138 @@ def stream_records(files: Iterable[Path], quality: Quality) -> Iterator[Record]:
 def aggregate(records: Iterable[Record], hour: datetime, quality: Quality | None = None) -> HourAggregate:
     """Per-vehicle statistics of ``records``, each natural key counted once (the pure core)."""
     result = HourAggregate(hour, quality=quality or Quality())
-    seen: set[NaturalKey] = set()
-    vehicles = result.vehicles
-    for record in records:
-        if record.key in seen:
-            result.quality.duplicates_dropped += 1
-            continue
-        seen.add(record.key)
-        stats = vehicles.get(record.key.vehicle_id)
-        if stats is None:
-            stats = vehicles[record.key.vehicle_id] = VehicleStats()
-        stats.add(record.values)
-        result.quality.readings += 1
+    with RowStore() as store:
+        for chunk in chunks_of_records(records):
+            store.add(chunk.readings, chunk.vehicles, chunk.cans)
+        _roll_up(store, result)
     return result
+
+
+def aggregate_hour(
+    raw_dir: Path,
+    aggregated_dir: Path,
+    hour: datetime,
+    *,
+    workers: int | None = None,
+    task_bytes: int = TASK_BYTES,
+    memory_rows: int = MEMORY_ROWS,
+    bucket_rows: int = BUCKET_ROWS,
+) -> tuple[Path, HourAggregate]:
+    """Read, aggregate and write one hour from the local tier.
+
+    ``workers`` processes read the files (default: one per CPU this process may use);
+    past ``memory_rows`` readings, rows are spilled to buckets of about ``bucket_rows``
+    in a temporary directory under ``aggregated_dir``. None of these change the result.
+    """
+    result = HourAggregate(hour)
+    quality = result.quality
+    tasks = plan_tasks(batch_files(raw_dir, hour), task_bytes)
+    total_bytes = sum(size for _, size in tasks) or 1
+    read_bytes = 0
+    with RowStore(aggregated_dir, memory_rows, bucket_rows) as store:
+        for (_, size), chunk in zip(tasks, read_chunks([paths for paths, _ in tasks], workers), strict=True):
+            read_bytes += size
+            _count(chunk, quality)
+            store.add(chunk.readings, chunk.vehicles, chunk.cans, read_bytes / total_bytes)
+        _roll_up(store, result)
+    return write_aggregate(result, aggregated_dir), result
+
+
+def plan_tasks(files: Sequence[Path], task_bytes: int) -> list[tuple[list[Path], int]]:
+    """Runs of consecutive files of about ``task_bytes`` each, with their sizes (file order kept)."""
+    tasks: list[tuple[list[Path], int]] = []
+    current: list[Path] = []
+    size = 0
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):  # the reader reports it
+            size += path.stat().st_size
+        current.append(path)
+        if size >= task_bytes:
+            tasks.append((current, size))
+            current, size = [], 0
+    if current:
+        tasks.append((current, size))
+    return tasks
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
+        return os.cpu_count() or 1
+
+
+def read_chunks(tasks: Sequence[Sequence[Path]], workers: int | None = None) -> Iterator[Chunk]:
+    """:func:`~src.aggregator.columnar.parse_files` of every task, in task order, on ``workers`` processes.
+
+    At most two tasks per worker are in flight, so finished chunks never pile up in
+    memory ahead of the one the caller is waiting for.
+    """
+    workers = min(workers or usable_cpus(), len(tasks))
+    if workers <= 1:
+        yield from map(parse_files, tasks)
+        return
+    with multiprocessing.get_context(start_method()).Pool(workers, initializer=worker_signals) as pool:
+        queued = iter(tasks)
+        pending: deque[AsyncResult[Chunk]] = deque(
+            pool.apply_async(parse_files, (task,)) for task in islice(queued, 2 * workers)
+        )
+        while pending:
+            chunk = pending.popleft().get()
+            pending.extend(pool.apply_async(parse_files, (task,)) for task in islice(queued, 1))
+            yield chunk
+        pool.close()  # a clean shutdown; leaving the block early terminates the workers instead
+        pool.join()
+
+
+def worker_signals() -> None:
+    """In a worker: die on SIGTERM whatever handler was inherited, leave Ctrl-C to the parent."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_method() -> str | None:
+    """``fork`` where it is safe: workers then start in milliseconds with everything already imported.
+
+    Only a single-threaded process forks safely (a lock held by another thread would stay
+    held in the child); otherwise the platform's default method is used. The pool forks its
+    workers before it starts threads of its own.
+    """
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1 else None
+
+
+def _count(chunk: Chunk, quality: Quality) -> None:
+    """Add a chunk's counts to ``quality`` and log its events as a line-by-line reader would have."""
+    skipped_before = quality.lines_skipped
+    quality.files_read += chunk.files_read
+    quality.lines_read += chunk.lines_read
+    quality.lines_skipped += chunk.lines_skipped
+    for event in chunk.events:
+        if isinstance(event, Vanished):
+            log.warning("%s vanished before it could be read; skipped", event.path)
+        elif isinstance(event, Skip):
+            skipped_before += 1
+            if skipped_before <= MAX_LOGGED_SKIPS:
+                log.warning("%s:%d skipped: %s", event.file_name, event.line_number, event.reason)
+
+
+def _roll_up(store: RowStore, result: HourAggregate) -> None:
+    """Statistics of everything in ``store``, one bucket at a time, into ``result``."""
+    names = list(store.vehicle_codes)  # code order
+    vehicle_rank, can_rank = ranks(store.vehicle_codes), ranks(store.can_codes)
+    for parts in store.buckets():
+        totals = reduce_rows(parts, vehicle_rank, can_rank)
+        result.quality.duplicates_dropped += totals.duplicates
+        result.quality.readings += int(totals.counts.sum())
+        for code, count, mins, maxs, sums in zip(
+            totals.vehicles.tolist(),
+            totals.counts.tolist(),
+            totals.mins.tolist(),
+            totals.maxs.tolist(),
+            totals.sums.tolist(),
+            strict=True,
+        ):
+            result.vehicles[names[code]] = VehicleStats(count, mins, maxs, sums)
 
 
 def render(document: dict[str, Any]) -> bytes:
@@ -211,13 +308,6 @@ def write_aggregate(result: HourAggregate, aggregated_dir: Path) -> Path:
     target = aggregated_dir / aggregated_file_name(result.hour)
     write_atomically(target, render(result.to_document()))
     return target
-
-
-def aggregate_hour(raw_dir: Path, aggregated_dir: Path, hour: datetime) -> tuple[Path, HourAggregate]:
-    """Read, aggregate and write one hour from the local tier."""
-    quality = Quality()
-    result = aggregate(stream_records(batch_files(raw_dir, hour), quality), hour, quality)
-    return write_aggregate(result, aggregated_dir), result
 
 
 def summary(result: HourAggregate) -> str:
