@@ -340,34 +340,41 @@ async def watch_for_redelivery(url: str, until: threading.Event) -> list[str]:
     return stolen
 
 
+class SlowWrites:
+    """BatchWriter.write patched to take ``seconds`` longer; records each batch's size and signals start and end."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+        self.writing, self.written = threading.Event(), threading.Event()
+        self.calls: list[int] = []
+        real_write = BatchWriter.write
+
+        def slow(writer: BatchWriter, records: Any) -> Any:
+            records = list(records)
+            self.calls.append(len(records))
+            self.writing.set()
+            time.sleep(seconds)
+            try:
+                return real_write(writer, records)
+            finally:
+                self.written.set()
+
+        monkeypatch.setattr(BatchWriter, "write", slow)
+
+
 async def test_a_write_slower_than_the_visibility_timeout_is_not_redelivered(
     queues: Queues, data_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A 4.5 s write under a 4 s visibility timeout: nobody else receives the messages, then they are deleted."""
     shorten_visibility(queues, 4)
-    writing, written = threading.Event(), threading.Event()
-    calls: list[int] = []
-    real_write = BatchWriter.write
-
-    def slow(self: BatchWriter, records: Any) -> Any:
-        records = list(records)
-        calls.append(len(records))
-        writing.set()
-        time.sleep(4.5)
-        try:
-            return real_write(self, records)
-        finally:
-            written.set()
-
-    monkeypatch.setattr(BatchWriter, "write", slow)
+    slow = SlowWrites(monkeypatch, 4.5)
     caplog.set_level(logging.INFO, logger="src.consumer")
     send(queues, encode_envelope([serialize(stored(i)) for i in range(3)]))
     async with consuming(settings(visibility_timeout_s=4, visibility_beat_s=0.25)):
-        await eventually(writing.is_set, "the write to start")
-        stolen = await watch_for_redelivery(queues.url, written)
+        await eventually(slow.writing.is_set, "the write to start")
+        stolen = await watch_for_redelivery(queues.url, slow.written)
         await eventually(lambda: queue_counts(queues.url) == (0, 0), "the message deleted after the write")
     assert stolen == [], "a held message was delivered again while its write was in progress"
-    assert calls == [3]
+    assert slow.calls == [3]
     assert stored_vehicle_ids(data_dir) == [f"veh-{i:05d}" for i in range(3)]
     extended = [
         r.getMessage() for r in caplog.records if "visibility extended to 4 s for 1 message(s)" in r.getMessage()
@@ -438,23 +445,12 @@ async def test_an_extension_error_is_retried_on_the_next_beat_without_redelivery
             super().__init__(FlakyClient(client), *args)
 
     monkeypatch.setattr(batch_consumer, "QueueClient", FlakyQueueClient)
-    writing, written = threading.Event(), threading.Event()
-    real_write = BatchWriter.write
-
-    def slow(self: BatchWriter, records: Any) -> Any:
-        writing.set()
-        time.sleep(4.5)
-        try:
-            return real_write(self, records)
-        finally:
-            written.set()
-
-    monkeypatch.setattr(BatchWriter, "write", slow)
+    slow = SlowWrites(monkeypatch, 4.5)
     caplog.set_level(logging.INFO, logger="src.consumer")
     send(queues, encode_record(stored(5)))
     async with consuming(settings(visibility_timeout_s=4, visibility_beat_s=0.25)):
-        await eventually(writing.is_set, "the write to start")
-        stolen = await watch_for_redelivery(queues.url, written)
+        await eventually(slow.writing.is_set, "the write to start")
+        stolen = await watch_for_redelivery(queues.url, slow.written)
         await eventually(lambda: queue_counts(queues.url) == (0, 0), "the message deleted")
     assert stolen == []
     assert stored_vehicle_ids(data_dir) == ["veh-00005"]
