@@ -25,7 +25,7 @@ SPEC_PATH = REPO_ROOT / "docs" / "api-spec.yaml"
 
 def render() -> str:
     """The app's OpenAPI document as YAML, keys in the app's order."""
-    return yaml.safe_dump(create_app().openapi(), sort_keys=False, allow_unicode=True, width=100)
+    return yaml.safe_dump(create_app().api.openapi(), sort_keys=False, allow_unicode=True, width=100)
 
 
 def main(argv: list[str] | None = None) -> int:

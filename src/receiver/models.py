@@ -1,16 +1,19 @@
-"""What the receiver answers, and how its hand-parsed request bodies appear in OpenAPI.
+"""What the receiver answers, and how the ingest endpoints appear in OpenAPI.
 
-Request bodies are parsed by hand (see ``app.py``) rather than declared as parameters, so
-FastAPI cannot describe them itself; the schemas below put them back into ``/docs``.
+The ingest endpoints are served outside FastAPI (see ``ingest.py``), so FastAPI cannot
+describe them itself; the operations below put them into ``/docs`` and
+``docs/api-spec.yaml`` as FastAPI would have.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from src.common.schema import Reading
+from src.receiver.auth import API_KEY_HEADER
 
 COMPONENTS_REF = "#/components/schemas/{model}"
 
@@ -47,40 +50,7 @@ class Health(BaseModel):
     reason: str | None = None
 
 
-def reading_components() -> dict[str, Any]:
-    """``Reading`` and the models it uses, keyed by name, as OpenAPI components."""
-    schema = Reading.model_json_schema(ref_template=COMPONENTS_REF)
-    components: dict[str, Any] = dict(schema.pop("$defs", {}))
-    components[Reading.__name__] = schema
-    return components
-
-
-def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    """An ``openapi_extra`` that documents a required JSON request body."""
-    return {
-        "requestBody": {
-            "required": True,
-            "description": description,
-            "content": {"application/json": {"schema": schema}},
-        }
-    }
-
-
-READING_REF: dict[str, Any] = {"$ref": COMPONENTS_REF.format(model=Reading.__name__)}
-
-
-def reading_body() -> dict[str, Any]:
-    return json_body(READING_REF, "One reading.")
-
-
-def batch_body(max_readings: int) -> dict[str, Any]:
-    return json_body(
-        {"type": "array", "items": READING_REF, "minItems": 1, "maxItems": max_readings},
-        f"A JSON array of 1 to MAX_BATCH_READINGS ({max_readings}) readings; one bad reading rejects all.",
-    )
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+ERROR_RESPONSES: dict[int, dict[str, Any]] = {
     401: {"model": ErrorMessage, "description": "Missing or wrong X-API-Key"},
     413: {"model": ErrorMessage, "description": "Body larger than the endpoint's limit"},
     422: {
@@ -93,3 +63,76 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}},
     },
 }
+
+SECURITY_SCHEME = "APIKeyHeader"
+
+
+def ingest_components() -> dict[str, Any]:
+    """The models the ingest operations reference (and the models they use), as OpenAPI components."""
+    components: dict[str, Any] = {}
+    for model in (Accepted, ErrorMessage, ValidationProblem, Reading):
+        schema = model.model_json_schema(ref_template=COMPONENTS_REF)
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
+    return components
+
+
+def security_schemes() -> dict[str, Any]:
+    return {
+        SECURITY_SCHEME: {
+            "type": "apiKey",
+            "description": "One of the keys in API_KEY",
+            "in": "header",
+            "name": API_KEY_HEADER,
+        }
+    }
+
+
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": COMPONENTS_REF.format(model=model.__name__)}
+
+
+def _json_content(model: type[BaseModel]) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(model)}}
+
+
+def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """A required JSON request body."""
+    return {"description": description, "content": {"application/json": {"schema": schema}}, "required": True}
+
+
+def _ingest_operation(summary: str, operation_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    responses: dict[str, Any] = {"202": {"description": "Successful Response", "content": _json_content(Accepted)}}
+    for status, answer in ERROR_RESPONSES.items():
+        responses[str(status)] = {
+            "description": answer["description"],
+            **({"headers": copy.deepcopy(answer["headers"])} if "headers" in answer else {}),
+            "content": _json_content(answer["model"]),
+        }
+    return {
+        "post": {
+            "summary": summary,
+            "operationId": operation_id,
+            "requestBody": body,
+            "responses": responses,
+            "security": [{SECURITY_SCHEME: []}],
+        }
+    }
+
+
+def ingest_operations(max_readings: int) -> dict[str, Any]:
+    """The OpenAPI path items of ``POST /ingest`` and ``POST /ingest/batch``."""
+    batch = {"type": "array", "items": _ref(Reading), "minItems": 1, "maxItems": max_readings}
+    return {
+        "/ingest": _ingest_operation(
+            "Queue one reading", "ingest_ingest_post", json_body(_ref(Reading), "One reading.")
+        ),
+        "/ingest/batch": _ingest_operation(
+            "Queue a JSON array of readings, all or none",
+            "ingest_batch_ingest_batch_post",
+            json_body(
+                batch,
+                f"A JSON array of 1 to MAX_BATCH_READINGS ({max_readings}) readings; one bad reading rejects all.",
+            ),
+        ),
+    }

@@ -5,6 +5,12 @@ as the queue grows, so one ``SendMessage`` per reading would make the queue, not
 receiver, the bottleneck. Readings from concurrent requests are therefore collected for a
 moment and sent together as v2 envelopes; a request is answered only once every envelope
 carrying its readings was accepted by SQS.
+
+Large envelopes are deflated (the contract's compressed v2 form): JSON readings shrink
+about fivefold, which cuts the per-byte work of SQS (and of moto, the embedded AWS) on
+every send, receive and delete, and on AWS the bill, which counts each 64 KiB of a
+request. Small envelopes stay plain: there the per-request cost dominates and
+compressing would only add CPU (docs/performance.md has the measurements).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ log = logging.getLogger(__name__)
 
 EMPTY_ENVELOPE_BYTES = len(encode_envelope([]))
 """What an envelope costs before its first record (the same rule as ``envelope.pack``)."""
+COMPRESS_ABOVE_BYTES = 64 * 1024
+"""Envelopes larger than this (uncompressed) are sent deflated: one SQS billing unit."""
 
 
 class PublishError(RuntimeError):
@@ -79,6 +87,7 @@ class GroupCommitPublisher:
         linger_s: float = 0.002,
         max_in_flight: int = 4,
         max_message_bytes: int = SQS_MAX_MESSAGE_BYTES,
+        compress_above_bytes: int | None = COMPRESS_ABOVE_BYTES,
         observer: SendObserver | None = None,
         queue_name: str = "",
     ) -> None:
@@ -87,6 +96,7 @@ class GroupCommitPublisher:
         self._linger_s = linger_s
         self._max_in_flight = max_in_flight
         self._max_bytes = max_message_bytes
+        self._compress_above = compress_above_bytes
         self._observer = observer
         self._queue_name = queue_name
         self._open: _Envelope | None = None
@@ -172,10 +182,17 @@ class GroupCommitPublisher:
         self._in_flight.discard(task)
         self._pump()
 
+    async def _encode(self, envelope: _Envelope) -> str:
+        if self._compress_above is None or envelope.size <= self._compress_above:
+            return encode_envelope(envelope.records)
+        # Deflating 256 KiB takes about a millisecond; zlib releases the GIL, so a worker
+        # thread does it beside the event loop instead of stalling every request.
+        return await asyncio.to_thread(encode_envelope, envelope.records, compress=True)
+
     async def _send_one(self, envelope: _Envelope) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        body = encode_envelope(envelope.records)
+        body = await self._encode(envelope)
         try:
             await asyncio.wait_for(self._send(body), self._timeout_s)
         except Exception as exc:

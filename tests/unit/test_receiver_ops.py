@@ -8,16 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import httpx
 import pytest
-from fastapi import FastAPI
 from prometheus_client import generate_latest
 
 from src.common.provisioning import Queues, provision_queues
 from src.common.settings import CommonSettings, ReceiverSettings
 from src.receiver import app as app_module
-from src.receiver.app import Metrics, RequestCounter, create_app
+from src.receiver.app import Receiver, RequestCounter, create_app
 from src.receiver.auth import KeyChecker
+from src.receiver.metrics import Metrics
 from tests.unit.test_receiver_support import API_KEY, HEADERS, closed_port, make_reading, received_records, running
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -129,7 +131,7 @@ async def test_startup_refuses_without_api_key(
         monkeypatch.setenv("API_KEY", value)
     app = create_app()
     with caplog.at_level(logging.ERROR), pytest.raises(RuntimeError, match="API_KEY is not set"):
-        async with app.router.lifespan_context(app):
+        async with app.api.router.lifespan_context(app.api):
             pass  # pragma: no cover - never reached
     assert "API_KEY is not set: the receiver refuses to start without one" in caplog.text
 
@@ -142,7 +144,7 @@ async def test_other_invalid_settings_are_named_without_secrets(
     monkeypatch.setenv("MAX_BATCH_READINGS", "0")
     app = create_app()
     with caplog.at_level(logging.ERROR), pytest.raises(RuntimeError, match="max_batch_readings"):
-        async with app.router.lifespan_context(app):
+        async with app.api.router.lifespan_context(app.api):
             pass  # pragma: no cover - never reached
     assert "max_batch_readings" in caplog.text
     assert "super-secret-key" not in caplog.text
@@ -167,10 +169,9 @@ def test_uvicorn_exits_non_zero_without_api_key(tmp_path: Path) -> None:
 
 def test_module_level_app_imports_without_settings() -> None:
     """``uvicorn src.receiver.app:app`` needs an importable app even before settings exist."""
-    assert isinstance(app_module.app, FastAPI)
-    assert {"/ingest", "/ingest/batch", "/health", "/metrics"} <= {
-        getattr(route, "path", "") for route in app_module.app.routes
-    }
+    assert isinstance(app_module.app, Receiver)
+    assert {"/health", "/metrics"} <= {getattr(route, "path", "") for route in app_module.app.api.routes}
+    assert {"/ingest", "/ingest/batch", "/health", "/metrics"} <= set(app_module.app.api.openapi()["paths"])
 
 
 def _refs(node: Any) -> list[str]:
@@ -184,8 +185,8 @@ def _refs(node: Any) -> list[str]:
 def test_openapi_documents_the_hand_parsed_bodies_and_answers() -> None:
     """/docs shows the reading schema and every answer, though bodies are not FastAPI parameters."""
     app = create_app(ReceiverSettings(api_key=API_KEY, max_batch_readings=50))
-    document = app.openapi()
-    assert app.openapi() is document
+    document = app.api.openapi()
+    assert app.api.openapi() is document
     assert document["openapi"].startswith("3.")
     schemas = document["components"]["schemas"]
     assert {"Reading", "Payload", "Accepted", "ErrorMessage", "ValidationProblem"} <= set(schemas)
@@ -234,3 +235,36 @@ async def test_request_counter_passes_non_http_traffic_through() -> None:
     await RequestCounter(inner, metrics)({"type": "lifespan"}, None, None)
     assert seen == ["lifespan"]
     assert "receiver_requests_total{" not in generate_latest(metrics.registry).decode()
+
+
+async def test_ingest_before_startup_finished_is_503_with_retry_after(receiver_settings: ReceiverSettings) -> None:
+    """Until the lifespan has opened the queue, nothing can be queued: retryable 503, not a crash."""
+    app = create_app(receiver_settings)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as client:
+        response = await client.post("/ingest", json=make_reading(), headers=HEADERS)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+
+
+async def test_client_leaving_mid_body_gets_no_answer_and_is_counted(receiver_settings: ReceiverSettings) -> None:
+    """A client gone before its body is complete is not answered (nobody listens) but shows in metrics as 499."""
+    app = create_app(receiver_settings)
+    messages = iter([{"type": "http.request", "body": b'{"vehicle', "more_body": True}, {"type": "http.disconnect"}])
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return next(messages)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/ingest/batch", "headers": [(b"x-api-key", API_KEY.encode())]}
+    with mock.patch("src.receiver.app.configure_logging"):
+        async with app.api.router.lifespan_context(app.api):
+            await app(scope, receive, send)
+    assert sent == []
+    assert (
+        'receiver_requests_total{endpoint="/ingest/batch",status="499"} 1.0'
+        in generate_latest(app.metrics.registry).decode()
+    )

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import zlib
 
 import orjson
 import pytest
 
-from src.common.envelope import SQS_MAX_MESSAGE_BYTES
-from src.receiver.publisher import GroupCommitPublisher, PublishError
+from src.common.envelope import SQS_MAX_MESSAGE_BYTES, ZLIB_BASE64
+from src.receiver.publisher import COMPRESS_ABOVE_BYTES, GroupCommitPublisher, PublishError
 
 
 class FakeSqs:
@@ -37,7 +39,17 @@ class FakeSqs:
             self.in_flight -= 1
 
     def records(self) -> list[bytes]:
-        return [orjson.dumps(record) for body in self.bodies for record in orjson.loads(body)["records"]]
+        return [orjson.dumps(record) for body in self.bodies for record in envelope_records(body)]
+
+
+def envelope_records(body: str) -> list[object]:
+    """The records of a plain or compressed v2 body (the fake records are not readings, so not decode_body)."""
+    document = orjson.loads(body)
+    if document.get("encoding") == ZLIB_BASE64:
+        records: list[object] = orjson.loads(zlib.decompress(base64.b64decode(document["data"])))
+        return records
+    plain: list[object] = document["records"]
+    return plain
 
 
 def record(i: int, size: int = 40) -> bytes:
@@ -157,3 +169,26 @@ async def test_observer_hears_about_every_accepted_envelope() -> None:
     )
     await publisher.publish([record(1), record(2)])
     assert seen == [(2, len(sqs.bodies[0]))]
+
+
+async def test_large_envelopes_are_sent_deflated_and_small_ones_plain() -> None:
+    """Past COMPRESS_ABOVE_BYTES an envelope goes out compressed, far smaller, carrying the same records."""
+    sqs = FakeSqs()
+    publisher = GroupCommitPublisher(sqs.send, timeout_s=5)
+    small = [record(i) for i in range(10)]
+    large = [record(i, size=200) for i in range(10, 10 + COMPRESS_ABOVE_BYTES // 200)]
+    await publisher.publish(small)
+    await publisher.publish(large)
+    plain, compressed = (orjson.loads(body) for body in sqs.bodies)
+    assert "records" in plain and "encoding" not in plain
+    assert compressed["encoding"] == ZLIB_BASE64
+    assert len(sqs.bodies[1]) < sum(len(r) for r in large) / 4
+    assert sqs.records() == small + large
+
+
+async def test_compression_can_be_switched_off() -> None:
+    """compress_above_bytes=None keeps every envelope plain JSON (readable as is in the SQS console)."""
+    sqs = FakeSqs()
+    publisher = GroupCommitPublisher(sqs.send, timeout_s=5, compress_above_bytes=None)
+    await publisher.publish([record(i, size=200) for i in range(COMPRESS_ABOVE_BYTES // 200 + 10)])
+    assert all("records" in orjson.loads(body) for body in sqs.bodies)

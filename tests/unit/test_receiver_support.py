@@ -14,12 +14,12 @@ from typing import Any
 from unittest import mock
 
 import httpx
-from fastapi import FastAPI
 
 from src.common.aws import sync_client
 from src.common.envelope import decode_body
 from src.common.schema import StoredReading
 from src.common.settings import CommonSettings
+from src.receiver.app import Receiver
 from tests.factories import reading_dict
 
 API_KEY = "test-key-1"
@@ -34,14 +34,14 @@ def make_reading(
 
 
 @asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def running(app: Receiver) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan running, behind an in-process HTTP client.
 
     ``configure_logging`` is disabled: it replaces the root handlers, which would take
     pytest's log capture (caplog) away from later tests.
     """
     with mock.patch("src.receiver.app.configure_logging"):
-        async with app.router.lifespan_context(app):
+        async with app.api.router.lifespan_context(app.api):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as client:
                 yield client
