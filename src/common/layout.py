@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 HOUR_LABEL_FORMAT = "%Y-%m-%dT%H"
+HourKey = tuple[int, int, int, int]
+"""A UTC hour as ``(year, month, day, hour)``: see :func:`hour_key`."""
 BATCH_FILE_RE = re.compile(r"^batch-(?P<ms>\d{13})(?:-(?P<writer>[A-Za-z0-9_]+))?\.jsonl$")
 
 
@@ -23,6 +25,22 @@ def hour_partition(moment: datetime) -> Path:
     """``year=YYYY/month=MM/day=DD/hour=HH`` for the UTC hour of ``moment``."""
     h = moment.astimezone(UTC)
     return Path(f"year={h:%Y}", f"month={h:%m}", f"day={h:%d}", f"hour={h:%H}")
+
+
+def hour_key(moment: datetime) -> HourKey:
+    """The UTC hour of ``moment`` as ``(year, month, day, hour)``: equal keys, equal partitions.
+
+    For grouping many moments by hour and building one :func:`hour_partition` per group:
+    the key costs a fraction of the Path. Moments already in UTC, as every stored record's
+    are, skip the conversion.
+    """
+    utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    return utc.year, utc.month, utc.day, utc.hour
+
+
+def hour_of_key(key: HourKey) -> datetime:
+    """The start of the UTC hour :func:`hour_key` named ``key``."""
+    return datetime(*key, tzinfo=UTC)
 
 
 def hour_label(moment: datetime) -> str:

@@ -17,13 +17,14 @@ import os
 import secrets
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from src.common.envelope import serialize
 from src.common.files import fsync_dir
-from src.common.layout import batch_file_name, hour_partition
+from src.common.layout import HourKey, batch_file_name, hour_key, hour_of_key, hour_partition
 from src.common.schema import StoredReading
 
 log = logging.getLogger(__name__)
@@ -88,11 +89,8 @@ class BatchWriter:
 
     def write(self, records: Iterable[StoredReading]) -> WriteResult:
         """Write ``records`` grouped by the UTC hour of ``ingest_received_at``; raises OSError."""
-        partitions: dict[Path, list[bytes]] = {}
-        for record in records:
-            partitions.setdefault(hour_partition(record.ingest_received_at), []).append(serialize(record) + b"\n")
         written: list[WrittenFile] = []
-        for partition, lines in partitions.items():
+        for partition, lines in lines_by_partition(records).items():
             directory = self.raw_dir / partition
             self._ensure_dir(directory)
             for chunk in split_lines(lines, self.rotation_bytes):
@@ -156,6 +154,19 @@ class BatchWriter:
             except FileExistsError:  # a concurrent flush made it
                 continue
             fsync_dir(path.parent)
+
+
+def lines_by_partition(records: Iterable[StoredReading]) -> dict[Path, list[bytes]]:
+    """Each record's JSONL line under the hour partition of its ``ingest_received_at``.
+
+    Partitions come in the order of their first record, lines in the order of their
+    records. Records are grouped by :func:`hour_key` and each partition's Path is built
+    once: building it per record was about a quarter of the consumer's CPU under load.
+    """
+    groups: defaultdict[HourKey, list[bytes]] = defaultdict(list)
+    for record in records:
+        groups[hour_key(record.ingest_received_at)].append(serialize(record) + b"\n")
+    return {hour_partition(hour_of_key(key)): lines for key, lines in groups.items()}
 
 
 def split_lines(lines: Sequence[bytes], max_bytes: int) -> list[list[bytes]]:

@@ -6,7 +6,7 @@ import base64
 import itertools
 import json
 import zlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -22,7 +22,7 @@ from src.common.envelope import (
     pack,
     serialize,
 )
-from src.common.schema import StoredReading
+from src.common.schema import Reading, StoredReading
 from tests.factories import reading_dict
 
 RECEIVED_AT = datetime(2025, 10, 19, 12, 34, 56, 200000, tzinfo=UTC)
@@ -110,6 +110,16 @@ def test_serialize_is_the_compact_json_of_the_record() -> None:
     assert b"\n" not in line
     assert b": " not in line
     assert StoredReading.model_validate_json(line) == original
+
+
+def test_serialize_writes_exactly_what_model_dump_json_writes() -> None:
+    """JSONL lines and envelopes keep their bytes: serialize skips model_dump_json's str, nothing else."""
+    stamped = StoredReading.stamp(
+        Reading.model_validate(reading_dict("veh-1", RECEIVED_AT)),
+        datetime(2025, 10, 19, 14, 34, 56, 200000, tzinfo=timezone(timedelta(hours=2))),
+    )
+    for original in (record(), record(gateway="gw-7", note="été ✓", nested={"a": [1, 2.5, None]}), stamped):
+        assert serialize(original) == original.model_dump_json().encode()
 
 
 def test_decoding_validates_records_from_json_not_trusting_them() -> None:

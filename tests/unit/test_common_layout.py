@@ -12,7 +12,9 @@ from src.common.layout import (
     batch_file_ms,
     batch_file_name,
     batch_files,
+    hour_key,
     hour_label,
+    hour_of_key,
     hour_partition,
     hour_start,
     parse_hour_label,
@@ -35,6 +37,29 @@ def test_hour_partition_uses_the_utc_hour() -> None:
     # 01:30 at +02:00 is 23:30 UTC the day before.
     local = datetime(2025, 1, 1, 1, 30, tzinfo=timezone(timedelta(hours=2)))
     assert hour_partition(local) == Path("year=2024/month=12/day=31/hour=23")
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        pytest.param(MOMENT, id="utc"),
+        pytest.param(datetime(2025, 1, 1, 1, 30, tzinfo=timezone(timedelta(hours=2))), id="plus-2-new-year"),
+        pytest.param(datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-5))), id="minus-5"),
+        pytest.param(datetime(2025, 10, 19, 12, 0, tzinfo=timezone(timedelta(0), "Z")), id="utc-not-the-singleton"),
+    ],
+)
+def test_hour_key_names_the_same_hour_and_partition(moment: datetime) -> None:
+    """Grouping by the cheap key and building the Path once per group partitions exactly as per moment."""
+    key = hour_key(moment)
+    assert hour_of_key(key) == hour_start(moment)
+    assert hour_of_key(key).tzinfo is UTC
+    assert hour_partition(hour_of_key(key)) == hour_partition(moment)
+
+
+def test_hour_keys_are_equal_exactly_when_the_utc_hours_are() -> None:
+    same_hour_elsewhere = datetime(2025, 10, 19, 14, 59, 59, tzinfo=timezone(timedelta(hours=2)))
+    assert hour_key(MOMENT) == hour_key(same_hour_elsewhere) == (2025, 10, 19, 12)
+    assert hour_key(MOMENT) != hour_key(MOMENT + timedelta(hours=1))
 
 
 def test_raw_hour_dir_is_the_partition_under_raw(tmp_path: Path) -> None:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
 import pytest
 
 from src.common.envelope import serialize
-from src.common.layout import batch_file_ms, batch_files
+from src.common.layout import batch_file_ms, batch_files, hour_partition
 from src.common.schema import StoredReading
 from src.consumer import storage
-from src.consumer.storage import BatchWriter, new_writer_id, split_lines
+from src.consumer.storage import BatchWriter, lines_by_partition, new_writer_id, split_lines
 from tests.factories import stored_reading
 
 HOUR = datetime(2025, 10, 19, 14, 0, tzinfo=UTC)
@@ -58,6 +58,42 @@ def test_batch_spanning_two_hours_becomes_two_files(tmp_path: Path) -> None:
     assert len(first) == len(second) == 1
     assert orjson.loads(first[0].read_bytes())["vehicle_id"] == "veh-00001"
     assert orjson.loads(second[0].read_bytes())["vehicle_id"] == "veh-00002"
+
+
+def interleaved_hours() -> list[StoredReading]:
+    """Records of two hours, interleaved, one stamped in another zone (as a record built unvalidated may be)."""
+    elsewhere = timezone(timedelta(hours=2))
+    records = [record(i, HOUR + timedelta(hours=i % 2, minutes=i)) for i in range(6)]
+    local = record(6).model_copy(update={"ingest_received_at": (HOUR + timedelta(hours=1)).astimezone(elsewhere)})
+    return [*records, local, record(7)]
+
+
+def test_lines_are_grouped_by_utc_hour_in_record_order() -> None:
+    """The same partitions and lines, in the same order, as partitioning every record on its own."""
+    records = interleaved_hours()
+    expected: dict[Path, list[bytes]] = {}
+    for r in records:
+        expected.setdefault(hour_partition(r.ingest_received_at), []).append(serialize(r) + b"\n")
+
+    grouped = lines_by_partition(records)
+
+    assert list(grouped.items()) == list(expected.items())
+    assert len(grouped) == 2 and len(grouped[hour_partition(HOUR + timedelta(hours=1))]) == 4
+
+
+def test_interleaved_hours_become_one_file_per_hour_in_record_order(tmp_path: Path) -> None:
+    """On disk: a file per UTC hour, hours in order of first appearance, lines in record order."""
+    raw = tmp_path / "raw"
+    records = interleaved_hours()
+    result = BatchWriter(raw, "w1", rotation_bytes=1 << 20).write(records)
+
+    assert [f.path.parent for f in result.files] == [
+        raw / hour_partition(HOUR),
+        raw / hour_partition(HOUR + timedelta(hours=1)),
+    ]
+    this_hour, next_hour = (f.path.read_bytes().splitlines() for f in result.files)
+    assert this_hour == [serialize(r) for r in (records[0], records[2], records[4], records[7])]
+    assert next_hour == [serialize(r) for r in (records[1], records[3], records[5], records[6])]
 
 
 def test_rotation_splits_files_under_the_limit_and_loses_nothing(tmp_path: Path) -> None:
