@@ -35,6 +35,8 @@ from src.common.settings import CommonSettings  # noqa: E402
 
 WORKER_READY = "Application startup complete."
 """What uvicorn logs (at info) once a worker's lifespan startup finished and it accepts requests."""
+CONSUMER_READY = "] consuming "
+"""What a consumer logs (at info) right before its long polls start."""
 
 
 def free_port() -> int:
@@ -176,7 +178,13 @@ class EmbeddedStack:
         return [pid for pid in child_pids(receiver) if b"spawn_main" in _cmdline(pid)]
 
     def start_consumer(self, index: int = 0) -> Service:
-        return self._spawn(f"consumer-{index}", [sys.executable, "-m", "src.consumer.batch_consumer"])
+        """A consumer process, once it polls the queue: load sent right after finds it ready
+        rather than queueing up behind its startup (unless LOG_LEVEL hides the ready line)."""
+        name = f"consumer-{index}"
+        service = self._spawn(name, [sys.executable, "-m", "src.consumer.batch_consumer"])
+        if self.env().get("LOG_LEVEL", "INFO").upper() in ("DEBUG", "INFO"):
+            self._wait_until(lambda: CONSUMER_READY in service.log_text(), f"{name} to poll", service)
+        return service
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time (user + system) each running service, its live children included (uvicorn's

@@ -3,7 +3,7 @@
 Several long polls keep SQS's receive pipe full; their messages are decoded (poison is
 logged and left for the dead-letter queue), buffered into batches by reading count or
 age, and each batch is flushed by its own task: written to hour-partitioned JSONL files,
-fsynced, and only then deleted from SQS. At most two flushes run at once, so pollers
+fsynced, and only then deleted from SQS. At most two batches are written at once, so pollers
 never wait on the disk unless too many readings are buffered (backpressure). From its
 receipt until its flush is over, a message is kept invisible in SQS by the visibility
 heartbeat (``visibility``), so a slow write never gets it delivered a second time.
@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
+from src.common import memory
 from src.common.aws import SQSClient, resolve_queue_url, sqs_client
 from src.common.envelope import MessageDecodeError
 from src.common.logs import configure_logging
@@ -38,8 +39,13 @@ from src.consumer.visibility import VisibilityKeeper
 log = logging.getLogger("src.consumer")
 
 MAX_CONCURRENT_FLUSHES = 2
+"""Batches being written at once (their deletes from SQS are not counted)."""
 BACKPRESSURE_BATCHES = 10
-"""Pollers pause while more than this many batches' worth of readings are unflushed."""
+"""Pollers pause while more than this many batches' worth of readings are unflushed..."""
+BACKPRESSURE_MIN_READINGS = 50_000
+"""...or this many, if more. One receive of ten deflated envelopes can bring 30,000
+readings; without the floor that alone exceeds the budget, and the pollers take turns
+instead of keeping SQS's pipe full (50,000 readings are about 75 MB in memory)."""
 WRITE_RETRY_DELAY_S = 0.5
 BYTES_PER_MB = 1024 * 1024
 
@@ -67,7 +73,7 @@ class Consumer:
         self._write_retry_delay_s = write_retry_delay_s
         self._backoff_factory = backoff_factory
         self._sleep = sleep
-        self._max_unflushed = BACKPRESSURE_BATCHES * settings.batch_size
+        self._max_unflushed = max(BACKPRESSURE_BATCHES * settings.batch_size, BACKPRESSURE_MIN_READINGS)
         self._unflushed = 0
         self._capacity = asyncio.Condition()
         self._flush_slots = asyncio.Semaphore(MAX_CONCURRENT_FLUSHES)
@@ -161,7 +167,7 @@ class Consumer:
     # -- flushing ----------------------------------------------------------------------
 
     async def _dispatch(self) -> None:
-        """Hand each ready batch to its own flush task, at most two at a time."""
+        """Hand each ready batch to its own flush task, at most two writing at a time."""
         while (batch := await self._batcher.next_batch()) is not None:
             await self._flush_slots.acquire()
             task = asyncio.create_task(self._flush(batch), name=f"flush-{batch.batch_id}")
@@ -169,8 +175,19 @@ class Consumer:
             task.add_done_callback(self._flushes.discard)
 
     async def _flush(self, batch: Batch) -> None:
+        """Write the batch, then delete its messages from SQS.
+
+        The write slot and the backpressure budget are given back as soon as the write is
+        over: the delete is a round trip to SQS, and holding the slot through it made the
+        disk wait on the queue under load. The messages stay held (kept invisible) until
+        they are deleted.
+        """
         try:
-            result = await self._write(batch)
+            try:
+                result = await self._write(batch)
+            finally:
+                self._flush_slots.release()
+                await self._release(batch.readings)
             if result is None:
                 return
             outcome = await self.queue.delete(batch.messages, batch.batch_id)
@@ -193,8 +210,6 @@ class Consumer:
             log.exception("batch %s: flush failed unexpectedly; its messages stay in SQS", batch.batch_id)
         finally:
             self.visibility.release(batch.messages)  # deleted, or left to come back after the timeout
-            self._flush_slots.release()
-            await self._release(batch.readings)
 
     async def _write(self, batch: Batch) -> WriteResult | None:
         """Write the batch, retrying once; None means it failed twice and nothing is deleted.
@@ -328,6 +343,7 @@ def main() -> int:
     """Entry point: read settings once, log, consume until a signal; 0 after a clean stop."""
     settings = ConsumerSettings()
     configure_logging(settings.log_level)
+    memory.tune_for_throughput()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(_serve(settings))
     return 0

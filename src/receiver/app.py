@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from src.common import memory
 from src.common.aws import sqs_client
 from src.common.logs import LOG_FORMAT, configure_logging
 from src.common.settings import ReceiverSettings
@@ -123,7 +124,7 @@ def _load_settings() -> ReceiverSettings:
         raise RuntimeError(f"invalid receiver settings: {problems}") from None
 
 
-def _lifespan(given: ReceiverSettings | None, metrics: Metrics) -> Callable[[FastAPI], Any]:
+def _lifespan(given: ReceiverSettings | None, metrics: Metrics, tune_memory: bool) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings = given or _load_settings()
@@ -144,6 +145,8 @@ def _lifespan(given: ReceiverSettings | None, metrics: Metrics) -> Callable[[Fas
             )
             ingestion = Ingestion(settings, KeyChecker(settings.api_keys), publisher, metrics)
             app.state.runtime = Runtime(settings=settings, queue=queue, publisher=publisher, ingestion=ingestion)
+            if tune_memory:
+                memory.tune_for_throughput()
             log.info("receiver ready: queue %s, %d API key(s) configured", queue.name, len(settings.api_keys))
             try:
                 yield
@@ -171,15 +174,20 @@ def _document_ingest(app: FastAPI, max_batch: int) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(settings: ReceiverSettings | None = None) -> Receiver:
-    """A receiver; settings are read at startup when not given, so importing never fails."""
+def create_app(settings: ReceiverSettings | None = None, *, serving: bool = False) -> Receiver:
+    """A receiver; settings are read at startup when not given, so importing never fails.
+
+    ``serving`` marks the app a server process runs (the module's ``app``): its startup
+    also tunes the process's garbage collector (``memory``), which apps made in a test
+    process must not do to their host.
+    """
     metrics = Metrics()
     max_batch = settings.max_batch_readings if settings else ReceiverSettings.model_fields["max_batch_readings"].default
     api = FastAPI(
         title="EV battery telemetry receiver",
         version="1.0.0",
         description="Accepts battery readings from vehicles and queues them in SQS.",
-        lifespan=_lifespan(settings, metrics),
+        lifespan=_lifespan(settings, metrics, tune_memory=serving),
     )
     api.add_middleware(RequestCounter, metrics=metrics)
 
@@ -209,4 +217,4 @@ def create_app(settings: ReceiverSettings | None = None) -> Receiver:
     return Receiver(api, metrics)
 
 
-app = create_app()
+app = create_app(serving=True)

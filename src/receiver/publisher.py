@@ -6,11 +6,13 @@ receiver, the bottleneck. Readings from concurrent requests are therefore collec
 moment and sent together as v2 envelopes; a request is answered only once every envelope
 carrying its readings was accepted by SQS.
 
-Large envelopes are deflated (the contract's compressed v2 form): JSON readings shrink
-about fivefold, which cuts the per-byte work of SQS (and of moto, the embedded AWS) on
-every send, receive and delete, and on AWS the bill, which counts each 64 KiB of a
-request. Small envelopes stay plain: there the per-request cost dominates and
-compressing would only add CPU (docs/performance.md has the measurements).
+Large envelopes are deflated (the contract's compressed v2 form) and may then hold up to
+1 MiB of readings: JSON readings shrink five- to eightfold, so one message carries about
+3,000 readings instead of 850. That divides the requests SQS bills (each 64 KiB of a
+request counts) and the messages moto, the embedded AWS, keeps and scans, whose work per
+received message grows with the messages in the queue. Small envelopes stay plain: there
+the per-request cost dominates and compressing would only add CPU (docs/performance.md
+has the measurements).
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ log = logging.getLogger(__name__)
 EMPTY_ENVELOPE_BYTES = len(encode_envelope([]))
 """What an envelope costs before its first record (the same rule as ``envelope.pack``)."""
 COMPRESS_ABOVE_BYTES = 64 * 1024
-"""Envelopes larger than this (uncompressed) are sent deflated: one SQS billing unit."""
+"""Envelopes larger than this (uncompressed) are sent deflated."""
+MAX_DEFLATED_ENVELOPE_BYTES = 1024 * 1024
+"""How many bytes of records a deflated envelope may carry: four times SQS's limit, which
+readings' JSON nearly always deflates under; an envelope that does not is split in two."""
 
 
 class PublishError(RuntimeError):
@@ -97,6 +102,8 @@ class GroupCommitPublisher:
         self._max_in_flight = max_in_flight
         self._max_bytes = max_message_bytes
         self._compress_above = compress_above_bytes
+        deflating = compress_above_bytes is not None and compress_above_bytes < max_message_bytes
+        self._max_open_bytes = MAX_DEFLATED_ENVELOPE_BYTES if deflating else max_message_bytes
         self._observer = observer
         self._queue_name = queue_name
         self._open: _Envelope | None = None
@@ -141,7 +148,7 @@ class GroupCommitPublisher:
     def _enqueue(self, records: Sequence[bytes]) -> list[_Envelope]:
         touched: list[_Envelope] = []
         for record in records:
-            if self._open is not None and not self._open.fits(record, self._max_bytes):
+            if self._open is not None and not self._open.fits(record, self._max_open_bytes):
                 self._full.append(self._take_open())
             if self._open is None:
                 self._open = _Envelope()
@@ -182,34 +189,49 @@ class GroupCommitPublisher:
         self._in_flight.discard(task)
         self._pump()
 
-    async def _encode(self, envelope: _Envelope) -> str:
-        if self._compress_above is None or envelope.size <= self._compress_above:
-            return encode_envelope(envelope.records)
-        # Deflating 256 KiB takes about a millisecond; zlib releases the GIL, so a worker
+    async def _encode(self, records: list[bytes], size: int) -> list[tuple[int, str]]:
+        """The message bodies carrying ``records`` (``size`` bytes as a plain envelope), each
+        with its number of readings: one body, unless deflating did not get it under the limit."""
+        if self._compress_above is None or size <= self._compress_above:
+            return [(len(records), encode_envelope(records))]
+        # Deflating 1 MiB takes a few milliseconds; zlib releases the GIL, so a worker
         # thread does it beside the event loop instead of stalling every request.
-        return await asyncio.to_thread(encode_envelope, envelope.records, compress=True)
+        body = await asyncio.to_thread(encode_envelope, records, compress=True)
+        if len(body) <= self._max_bytes or len(records) == 1:
+            return [(len(records), body)]
+        half = len(records) // 2
+        parts = (records[:half], records[half:])
+        return [encoded for part in parts for encoded in await self._encode(part, _envelope_size(part))]
 
     async def _send_one(self, envelope: _Envelope) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        body = await self._encode(envelope)
+        bodies = await self._encode(envelope.records, envelope.size)
         try:
-            await asyncio.wait_for(self._send(body), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                await asyncio.gather(*(self._send(body) for _, body in bodies))
         except Exception as exc:
             reason = f"no answer within {self._timeout_s} s" if isinstance(exc, TimeoutError) else repr(exc)
             log.warning(
-                "SQS send failed: %d readings (%d bytes) to queue %s: %s",
+                "SQS send failed: %d readings (%d bytes in %d message(s)) to queue %s: %s",
                 len(envelope.records),
-                len(body),
+                sum(len(body) for _, body in bodies),
+                len(bodies),
                 self._queue_name,
                 reason,
             )
         else:
             envelope.sent = True
             if self._observer is not None:
-                self._observer(len(envelope.records), len(body), loop.time() - started)
+                elapsed = loop.time() - started
+                for readings, body in bodies:
+                    self._observer(readings, len(body), elapsed)
         finally:
             envelope.done.set()
+
+
+def _envelope_size(records: list[bytes]) -> int:
+    return EMPTY_ENVELOPE_BYTES + sum(len(record) + 1 for record in records)
 
 
 class SqsQueue:

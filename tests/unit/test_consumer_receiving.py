@@ -20,6 +20,7 @@ from src.common.envelope import MessageDecodeError, encode_envelope, encode_reco
 from src.common.retry import Backoff
 from src.common.schema import StoredReading
 from src.common.settings import ConsumerSettings
+from src.consumer import batch_consumer
 from src.consumer.batch_consumer import Consumer
 from src.consumer.batching import ReceivedMessage
 from src.consumer.receiving import DeleteOutcome, QueueClient, parse_message
@@ -201,6 +202,7 @@ async def test_backpressure_pauses_pollers_while_flushes_are_stuck(
         return real_write(self, records)
 
     monkeypatch.setattr(BatchWriter, "write", stalled)
+    monkeypatch.setattr(batch_consumer, "BACKPRESSURE_MIN_READINGS", 0)
     counter = iter(range(10_000))
     queue = FakeQueue([lambda: [raw_message(next(counter))]] * 100)
     consumer = consumer_for(queue, tmp_path, [], batch_size=2, receive_concurrency=3)

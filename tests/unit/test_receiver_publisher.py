@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import random
 import zlib
 
 import orjson
 import pytest
 
 from src.common.envelope import SQS_MAX_MESSAGE_BYTES, ZLIB_BASE64
-from src.receiver.publisher import COMPRESS_ABOVE_BYTES, GroupCommitPublisher, PublishError
+from src.receiver.publisher import (
+    COMPRESS_ABOVE_BYTES,
+    MAX_DEFLATED_ENVELOPE_BYTES,
+    GroupCommitPublisher,
+    PublishError,
+)
 
 
 class FakeSqs:
@@ -68,7 +74,7 @@ async def test_concurrent_publishes_share_one_envelope() -> None:
 async def test_envelopes_stay_under_the_message_size_limit() -> None:
     """Records are split so that no body exceeds the limit, and every record is sent exactly once."""
     sqs = FakeSqs()
-    publisher = GroupCommitPublisher(sqs.send, timeout_s=5, max_message_bytes=1_000)
+    publisher = GroupCommitPublisher(sqs.send, timeout_s=5, max_message_bytes=1_000, compress_above_bytes=None)
     records = [record(i, size=80) for i in range(100)]
     await publisher.publish(records)
     assert len(sqs.bodies) > 5
@@ -77,12 +83,35 @@ async def test_envelopes_stay_under_the_message_size_limit() -> None:
 
 
 async def test_default_limit_is_the_sqs_limit() -> None:
-    """By default envelopes grow to, but never past, SQS's 256 KiB."""
+    """By default plain envelopes grow to, but never past, SQS's 256 KiB."""
     sqs = FakeSqs()
-    publisher = GroupCommitPublisher(sqs.send, timeout_s=5)
+    publisher = GroupCommitPublisher(sqs.send, timeout_s=5, compress_above_bytes=None)
     await publisher.publish([record(i, size=1_000) for i in range(600)])
     assert len(sqs.bodies) == 3
     assert all(len(body.encode()) <= SQS_MAX_MESSAGE_BYTES for body in sqs.bodies)
+
+
+async def test_deflated_envelopes_carry_up_to_a_mebibyte_in_one_message() -> None:
+    """Readings' JSON deflates well, so one SQS message carries four times what a plain one could."""
+    sqs = FakeSqs()
+    publisher = GroupCommitPublisher(sqs.send, timeout_s=5)
+    records = [record(i, size=1_000) for i in range(MAX_DEFLATED_ENVELOPE_BYTES // 1_100)]
+    await publisher.publish(records)
+    assert len(sqs.bodies) == 1
+    assert len(sqs.bodies[0].encode()) <= SQS_MAX_MESSAGE_BYTES
+    assert sqs.records() == records
+
+
+async def test_envelope_that_does_not_deflate_under_the_limit_is_split() -> None:
+    """Incompressible records still travel within SQS's limit: the envelope goes out in parts, all of them sent."""
+    sqs = FakeSqs()
+    publisher = GroupCommitPublisher(sqs.send, timeout_s=5)
+    rng = random.Random(7)
+    records = [orjson.dumps({"n": i, "noise": rng.randbytes(300).hex()}) for i in range(1_500)]
+    await publisher.publish(records)
+    assert len(sqs.bodies) >= 4
+    assert all(len(body.encode()) <= SQS_MAX_MESSAGE_BYTES for body in sqs.bodies)
+    assert sqs.records() == records
 
 
 async def test_buffer_keeps_filling_while_sends_are_in_flight() -> None:
@@ -120,7 +149,9 @@ async def test_request_split_over_envelopes_fails_if_any_envelope_fails() -> Non
     """A partly sent request is still a failure (its retry may duplicate; downstream dedups)."""
     sqs = FakeSqs()
     sqs.fail_next = 1
-    publisher = GroupCommitPublisher(sqs.send, timeout_s=5, max_message_bytes=500, max_in_flight=1)
+    publisher = GroupCommitPublisher(
+        sqs.send, timeout_s=5, max_message_bytes=500, max_in_flight=1, compress_above_bytes=None
+    )
     with pytest.raises(PublishError, match="1 of"):
         await publisher.publish([record(i, size=80) for i in range(20)])
     assert sqs.bodies  # the other envelopes did go out
