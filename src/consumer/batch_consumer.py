@@ -3,8 +3,8 @@
 Several long polls keep SQS's receive pipe full; their messages are decoded (poison is
 logged and left for the dead-letter queue), buffered into batches by reading count or
 age, and each batch is flushed by its own task: written to hour-partitioned JSONL files,
-fsynced, and only then deleted from SQS. At most two batches are written at once, so pollers
-never wait on the disk unless too many readings are buffered (backpressure). From its
+fsynced, and only then deleted from SQS. At most two batches are written at once, so
+pollers never wait on the disk unless too many readings are buffered (backpressure). From its
 receipt until its flush is over, a message is kept invisible in SQS by the visibility
 heartbeat (``visibility``), so a slow write never gets it delivered a second time.
 

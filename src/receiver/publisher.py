@@ -206,8 +206,9 @@ class GroupCommitPublisher:
     async def _send_one(self, envelope: _Envelope) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        bodies = await self._encode(envelope.records, envelope.size)
+        bodies: list[tuple[int, str]] = []
         try:
+            bodies = await self._encode(envelope.records, envelope.size)
             async with asyncio.timeout(self._timeout_s):
                 await asyncio.gather(*(self._send(body) for _, body in bodies))
         except Exception as exc:
