@@ -12,6 +12,7 @@ and ``StackConfig.consumers`` starts several consumers on the one queue and DATA
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -145,7 +146,7 @@ class EmbeddedStack:
             if not port_is_free(port):
                 raise RuntimeError(f"port {port} is in use: stop what listens there, or choose another port")
         self.start_aws()
-        self.queues = provision_queues(self._settings())
+        self.queues = provision_queues(self.settings())
         self.start_receiver()
         for index in range(self.config.consumers):
             self.start_consumer(index)
@@ -207,6 +208,19 @@ class EmbeddedStack:
             self.stop_service(service)
         self.services.clear()
 
+    def crash(self, name: str) -> None:
+        """``kill -9`` the service ``name`` (with any worker processes) and forget it, as a
+        crash would leave things: nothing drained, nothing flushed. Start it again with
+        ``start_receiver`` or ``start_consumer``."""
+        service = self.service(name)
+        for pid in child_pids(service.process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        service.process.kill()
+        service.process.wait()
+        service.log_file.close()
+        self.services.remove(service)
+
     def stop_service(self, service: Service, grace_s: float = 20.0) -> int:
         if service.process.poll() is None:
             service.process.send_signal(signal.SIGTERM)
@@ -218,7 +232,8 @@ class EmbeddedStack:
         service.log_file.close()
         return service.process.returncode
 
-    def _settings(self) -> CommonSettings:
+    def settings(self) -> CommonSettings:
+        """Settings that reach this stack's AWS and queue, for scripts and tests acting on it."""
         return CommonSettings(
             aws_endpoint_url=self.aws_endpoint,
             aws_default_region="us-east-1",

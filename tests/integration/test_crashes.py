@@ -1,0 +1,136 @@
+"""Crashes while readings stream in: what was acknowledged survives, and counts once.
+
+SQS delivers at least once; the pipeline's promise on top of it is that a reading
+answered 202 reaches disk whatever crashes in between, and that the aggregate counts it
+exactly once. These tests ``kill -9`` the consumer and the receiver in the middle of a
+simulator run, start them again, and hold the pipeline to that promise.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from scripts.disk_index import DiskIndex
+from scripts.embedded_stack import REPO_ROOT, EmbeddedStack, StackConfig
+from scripts.load_test import wait_persisted
+from src.common.aws import sync_client
+from src.common.schema import NaturalKey
+from tests.integration.test_end_to_end import run_aggregator
+
+pytestmark = pytest.mark.integration
+
+VISIBILITY_TIMEOUT_S = 4
+"""Short, so the messages a killed consumer held come back within the test, not after 30 s."""
+
+
+@pytest.fixture
+def crash_stack(tmp_path: Path) -> EmbeddedStack:
+    config = StackConfig(
+        data_dir=tmp_path / "data",
+        log_dir=tmp_path / "logs",
+        api_key="crash-test-key",
+        env={"LOG_LEVEL": "INFO", "VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S), "SQS_TIMEOUT_S": "10"},
+    )
+    return EmbeddedStack(config)
+
+
+def shorten_visibility(stack: EmbeddedStack) -> None:
+    assert stack.queues is not None
+    sqs = sync_client("sqs", stack.settings())
+    sqs.set_queue_attributes(QueueUrl=stack.queues.url, Attributes={"VisibilityTimeout": str(VISIBILITY_TIMEOUT_S)})
+
+
+def accepted_keys(accepted_log: Path) -> list[NaturalKey]:
+    return [
+        NaturalKey(r["vehicle_id"], r["can_id"], r["timestamp"])
+        for r in map(orjson.loads, accepted_log.read_bytes().splitlines())
+    ]
+
+
+def test_acknowledged_readings_survive_kill_9_of_consumer_three_times_and_receiver_once(
+    crash_stack: EmbeddedStack, tmp_path: Path
+) -> None:
+    """9,000 readings from the simulator; consumer killed (-9) three times, receiver once, each restarted.
+
+    Every reading the receiver acknowledged is on disk (raw files may hold duplicates),
+    the simulator resent what the dead receiver refused or never answered (nothing gave
+    up), and the aggregator counts every acknowledged reading exactly once.
+    """
+    accepted_log, report_path = tmp_path / "accepted.jsonl", tmp_path / "simulator.json"
+    with crash_stack as stack:
+        shorten_visibility(stack)
+        command = [sys.executable, "-m", "src.generator.simulator", "--vehicles", "30", "--duration", "30"]
+        command += ["--rate-ms", "100", "--seed", "11", "--url", stack.receiver_url]
+        command += ["--accepted-log", str(accepted_log), "--report-json", str(report_path)]
+        simulator = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=stack.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        crashes: list[tuple[float, str, Callable[[], object]]] = [
+            (5, "consumer-0", stack.start_consumer),
+            (10, "consumer-0", stack.start_consumer),
+            (15, "receiver", stack.start_receiver),
+            (20, "consumer-0", stack.start_consumer),
+        ]
+        started = time.monotonic()
+        for at_s, name, restart in crashes:
+            time.sleep(max(0.0, started + at_s - time.monotonic()))
+            stack.crash(name)
+            restart()
+        output, _ = simulator.communicate(timeout=180)
+        assert simulator.returncode == 0, output.decode(errors="replace")[-3000:]
+
+        report = orjson.loads(report_path.read_bytes())
+        keys = accepted_keys(accepted_log)
+        assert report["gave_up"] == 0 and report["rejected"] == 0, report
+        assert report["retries"] > 0, "the receiver's crash cost some requests their answer"
+        assert len(keys) == len(set(keys)) == report["accepted"] >= 30 * 300 * 0.95
+        index = DiskIndex(stack.config.data_dir / "raw")
+        assert wait_persisted(index, set(keys), timeout_s=90) == set()
+        aggregated = run_aggregator(stack, index, set(keys))
+
+    per_vehicle = Counter(key.vehicle_id for key in keys)
+    assert {vehicle: a["message_count"] for vehicle, a in aggregated.items()} == per_vehicle
+
+
+def test_sigterm_drains_receiver_and_consumer_mid_stream(crash_stack: EmbeddedStack, tmp_path: Path) -> None:
+    """A stop (SIGTERM) of either service mid-stream loses nothing acknowledged and leaves nothing half done.
+
+    The receiver answers what it took in before it exits, the consumer flushes what it
+    holds; both exit cleanly, and every acknowledged reading is on disk once restarted.
+    """
+    accepted_log, report_path = tmp_path / "accepted.jsonl", tmp_path / "simulator.json"
+    with crash_stack as stack:
+        command = [sys.executable, "-m", "src.generator.simulator", "--vehicles", "20", "--duration", "12"]
+        command += ["--rate-ms", "100", "--seed", "12", "--url", stack.receiver_url]
+        command += ["--accepted-log", str(accepted_log), "--report-json", str(report_path)]
+        simulator = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=stack.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        time.sleep(4)
+        assert stack.stop_service(stack.service("consumer-0")) == 0
+        stack.services.remove(stack.service("consumer-0"))
+        stack.start_consumer()
+        time.sleep(3)
+        # uvicorn shuts down gracefully, then re-raises the signal: -15 is its clean exit.
+        assert stack.stop_service(stack.service("receiver")) == -signal.SIGTERM
+        stack.services.remove(stack.service("receiver"))
+        stack.start_receiver()
+        output, _ = simulator.communicate(timeout=120)
+        assert simulator.returncode == 0, output.decode(errors="replace")[-3000:]
+
+        keys = accepted_keys(accepted_log)
+        assert orjson.loads(report_path.read_bytes())["accepted"] == len(keys) >= 20 * 120 * 0.95
+        index = DiskIndex(stack.config.data_dir / "raw")
+        assert wait_persisted(index, set(keys), timeout_s=60) == set()
+    consumer_log = (tmp_path / "logs" / "consumer-0.log").read_text()
+    assert "stopping: cancelling" in consumer_log and "consumer stopped:" in consumer_log
+    assert "receiver stopped; pending readings flushed" in (tmp_path / "logs" / "receiver.log").read_text()
