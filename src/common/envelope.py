@@ -8,9 +8,9 @@ Three body forms exist and every consumer accepts all of them (contract, "SQS"):
 * v2 compressed: ``{"v": 2, "encoding": "zlib+base64", "data": "..."}``, the v2 records
   array deflated, for when bytes rather than requests are what costs.
 
-Decoding validates every record against :class:`StoredReading`, so a message that
-decodes is safe to store and one that does not is poison, reported as
-:class:`MessageDecodeError` with the reason.
+Decoding validates every record against :class:`StoredReading` and makes sure the writer
+can serialize it (see :func:`_unstorable`), so a message that decodes is safe to store
+and one that does not is poison, reported as :class:`MessageDecodeError` with the reason.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from src.common.schema import StoredReading
 
@@ -30,6 +31,9 @@ ENVELOPE_VERSION = 2
 ZLIB_BASE64 = "zlib+base64"
 SQS_MAX_MESSAGE_BYTES = 262_144
 """SQS's limit on a message body (256 KiB)."""
+MAX_INFLATED_BYTES = 16 * 1024 * 1024
+"""The most a compressed envelope may inflate to. The receiver packs at most 1 MiB; a
+256 KiB body of zeros would inflate to ~190 MB, so anything beyond this is poison."""
 
 COMPRESSION_LEVEL = 1
 """zlib's fastest level: JSON readings shrink about fivefold for 1.4 µs a reading; level 6
@@ -94,25 +98,67 @@ def _envelope_records(document: dict[str, Any]) -> Any:
     if encoding != ZLIB_BASE64:
         raise MessageDecodeError(f"unknown envelope encoding {encoding!r}")
     try:
-        return orjson.loads(zlib.decompress(base64.b64decode(document["data"], validate=True)))
+        inflater = zlib.decompressobj()
+        array = inflater.decompress(base64.b64decode(document["data"], validate=True), MAX_INFLATED_BYTES)
+        if inflater.unconsumed_tail:
+            raise MessageDecodeError(f"compressed envelope inflates beyond {MAX_INFLATED_BYTES} bytes")
+        return orjson.loads(array)
     except (KeyError, TypeError, binascii.Error, zlib.error, orjson.JSONDecodeError) as exc:
         raise MessageDecodeError(f"compressed envelope does not decode: {exc!r}") from None
 
 
 def _validate_one(document: dict[str, Any]) -> StoredReading:
     try:
-        return StoredReading.model_validate(document)
+        record = StoredReading.model_validate(document)
     except ValidationError as exc:
         raise MessageDecodeError(f"record is not a valid reading: {_summary(exc)}") from None
+    if problem := _unstorable(record):
+        raise MessageDecodeError(f"record cannot be stored: {problem}")
+    return record
 
 
 def _validate_many(records: Any) -> list[StoredReading]:
     if not isinstance(records, list) or not records:
         raise MessageDecodeError("envelope records is not a non-empty array")
     try:
-        return _records_adapter.validate_python(records)
+        validated = _records_adapter.validate_python(records)
     except ValidationError as exc:
         raise MessageDecodeError(f"envelope holds an invalid reading: {_summary(exc)}") from None
+    for index, record in enumerate(validated):
+        if problem := _unstorable(record):
+            raise MessageDecodeError(f"envelope holds a reading that cannot be stored: at {index}: {problem}")
+    return validated
+
+
+_CONTAINERS = (dict, list)
+
+
+def _unstorable(record: StoredReading) -> str | None:
+    """Why :func:`serialize` would fail on ``record`` (which then is poison), or None.
+
+    orjson decodes documents nested up to 1024 levels, pydantic's serializer
+    gives up at about 255: a record with extra fields in between once decoded fine and
+    then failed every flush of its batch, holding the valid readings received with it in
+    SQS until the poison reached the dead-letter queue. Only extra fields holding arrays
+    or objects can fail (declared fields are validated, and JSON scalars from orjson
+    always serialize), so only such records pay for a trial serialization, with the
+    writer's own serializer and so exactly its limits. Every other record costs a look
+    at its extras: 0.07 µs a reading without any, 0.17 µs with scalar ones, against
+    1.7-2 µs for serializing every record (decoding costs 7-10 µs a reading).
+    """
+    extra = record.__pydantic_extra__
+    if not extra:
+        return None
+    for value in extra.values():
+        if isinstance(value, _CONTAINERS):
+            break
+    else:
+        return None
+    try:
+        serialize(record)
+    except PydanticSerializationError as exc:
+        return str(exc)
+    return None
 
 
 def _summary(exc: ValidationError) -> str:

@@ -1,8 +1,10 @@
 """Talking to SQS: long polls, decoding bodies, deleting what is durable.
 
-Poison (a body that is not a valid reading or envelope) is never deleted here: SQS's
-redrive policy moves it to the dead-letter queue after five receives, where a human can
-look at it, and meanwhile it never holds up the valid messages around it.
+Poison (a body that is not a valid reading or envelope, or holds a reading the writer
+could not serialize) is never deleted here: SQS's redrive policy moves it to the
+dead-letter queue after five receives, where a human can look at it (and
+``scripts/redrive_dlq.py`` move it back once the cause is fixed), and meanwhile it never
+holds up the valid messages around it.
 """
 
 from __future__ import annotations

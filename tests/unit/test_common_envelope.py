@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from src.common.envelope import (
+    MAX_INFLATED_BYTES,
     SQS_MAX_MESSAGE_BYTES,
     ZLIB_BASE64,
     MessageDecodeError,
@@ -286,3 +287,94 @@ def test_non_object_record_inside_envelope_is_poison() -> None:
 def test_message_decode_error_is_a_value_error() -> None:
     # Callers that catch ValueError for bad input also catch poison.
     assert issubclass(MessageDecodeError, ValueError)
+
+
+# --- records the writer could not serialize are poison --------------------------------
+
+
+def nested_line(depth: int, *, opening: str = "[", closing: str = "]", i: int = 0) -> bytes:
+    """A valid record whose extra field ``deep`` nests ``depth`` arrays (or objects, ``{"a":``/``}``).
+
+    Built as text: orjson refuses to encode more than 254 levels but decodes up to 1023.
+    """
+    document = orjson.dumps(record_dict(i)).decode()
+    return (document[:-1] + ',"deep":' + opening * depth + "1" + closing * depth + "}").encode()
+
+
+def every_body_form(line: bytes) -> list[str | bytes]:
+    """``line`` as a v1 body, alone in a v2 envelope and in a compressed one, after a valid record."""
+    return [line, encode_envelope([VALID_LINE, line]), encode_envelope([VALID_LINE, line], compress=True)]
+
+
+@pytest.mark.parametrize("depth", [255, 256, 1000])
+@pytest.mark.parametrize(("opening", "closing"), [("[", "]"), ('{"a":', "}")], ids=["arrays", "objects"])
+def test_extras_nested_too_deep_to_serialize_are_poison_in_every_body_form(
+    depth: int, opening: str, closing: str
+) -> None:
+    """orjson decodes them but the writer's serializer cannot write them: they must never enter a batch."""
+    line = nested_line(depth, opening=opening, closing=closing)
+    with pytest.raises(MessageDecodeError, match=r"record cannot be stored: .*serializ.*depth"):
+        decode_body(line)
+    for body in every_body_form(line)[1:]:
+        with pytest.raises(MessageDecodeError, match=r"envelope holds a reading that cannot be stored: at 1: "):
+            decode_body(body)
+
+
+def test_v1_record_nested_as_deep_as_json_decodes_is_poison() -> None:
+    # The record plus 1023 levels: the deepest document orjson decodes at all.
+    with pytest.raises(MessageDecodeError, match="record cannot be stored"):
+        decode_body(nested_line(1023))
+    with pytest.raises(MessageDecodeError, match="body is not JSON"):
+        decode_body(nested_line(1024))
+
+
+@pytest.mark.parametrize("depth", [0, 1, 10, 200, 250, 253, 254, 255, 300, 1021, 1022, 1023])
+def test_whatever_decodes_can_be_serialized(depth: int) -> None:
+    """The guarantee the consumer relies on: a decoded record never fails in the writer."""
+    for body in every_body_form(nested_line(depth)):
+        try:
+            decoded = decode_body(body)
+        except MessageDecodeError:
+            continue
+        for original in decoded:
+            written = orjson.loads(serialize(original))
+            assert written["vehicle_id"] == original.vehicle_id
+            assert written.get("deep") == (original.model_extra or {}).get("deep")
+
+
+def test_extras_nested_within_the_serializer_limit_decode_in_every_body_form() -> None:
+    line = nested_line(254)
+    for body in every_body_form(line):
+        *_, decoded = decode_body(body)
+        assert decoded.model_extra == {"deep": orjson.loads(line)["deep"]}
+        assert serialize(decoded) == decoded.model_dump_json().encode()
+
+
+def test_scalar_and_empty_extras_of_every_json_kind_decode_and_serialize() -> None:
+    # Only extras holding arrays or objects get a trial serialization: every JSON scalar
+    # orjson decodes must therefore always write.
+    extras: dict[str, Any] = {
+        "text": "été ✓ \u0000 \U0001f50b",
+        "big": 18446744073709551615,
+        "negative": -9223372036854775808,
+        "huge": 1e308,
+        "tiny": 5e-324,
+        "flag": False,
+        "nothing": None,
+        "empty_list": [],
+        "empty_object": {},
+    }
+    for body in every_body_form(orjson.dumps(record_dict(**extras))):
+        *_, decoded = decode_body(body)
+        assert decoded.model_extra == extras
+        written = orjson.loads(serialize(decoded))
+        assert {name: written[name] for name in extras} == extras
+
+
+def test_compressed_envelope_that_inflates_without_bound_is_poison() -> None:
+    """A small body that inflates to gigabytes (a zip bomb) is refused before it is inflated, not held in memory."""
+    bomb = zlib.compress(b"[" + b" " * (MAX_INFLATED_BYTES + 1) + b"]", 9)
+    body = json.dumps({"v": 2, "encoding": ZLIB_BASE64, "data": base64.b64encode(bomb).decode()})
+    assert len(body) < SQS_MAX_MESSAGE_BYTES
+    with pytest.raises(MessageDecodeError, match="inflates beyond"):
+        decode_body(body)

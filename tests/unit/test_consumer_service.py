@@ -271,3 +271,34 @@ def test_sigterm_to_the_process_flushes_and_exits_zero(queues: Queues, data_dir:
     assert queue_counts(queues.url) == (0, 0)
     text = output.decode()
     assert "received SIGTERM" in text and "flushed: readings=4 messages=1" in text and "readings_written=4" in text
+
+
+def deeply_nested_body(i: int, depth: int) -> str:
+    """A v1 body that is valid JSON and a valid reading, with an extra field nested ``depth`` levels.
+
+    Built as text: orjson refuses to encode more than 254 levels, but decodes up to 1023.
+    """
+    document = orjson.dumps(reading(i)).decode()
+    return document[:-1] + ',"deep":' + "[" * depth + "1" + "]" * depth + "}"
+
+
+async def test_unserialisable_nesting_is_poison_and_does_not_stall_the_valid_batch(
+    queues: Queues, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reading whose extras nest too deep to be written is poison at decode, not a failed flush.
+
+    It once passed decoding and made every flush of its batch fail, holding the valid
+    readings received with it in SQS until the poison reached the dead-letter queue.
+    """
+    sqs = sync_client("sqs", CommonSettings())
+    sqs.set_queue_attributes(QueueUrl=queues.url, Attributes={"VisibilityTimeout": "1"})
+    send(queues, encode_record(stored(1)), deeply_nested_body(2, 300), encode_record(stored(3)))
+    caplog.set_level(logging.WARNING, logger="src.consumer")
+    async with consuming(settings(receive_concurrency=1)):
+        await eventually(lambda: stored_vehicle_ids(data_dir) == ["veh-00001", "veh-00003"], "the valid readings")
+        assert not any("flush failed" in r.getMessage() for r in caplog.records)
+        await eventually(lambda: queue_counts(queues.dlq_url)[0] == 1, "the deep message in the DLQ")
+    assert stored_vehicle_ids(data_dir) == ["veh-00001", "veh-00003"]
+    assert not any("flush failed" in r.getMessage() for r in caplog.records)
+    poison_logs = [r.getMessage() for r in caplog.records if "poison message" in r.getMessage()]
+    assert any("receive count 1" in m and "record cannot be stored" in m for m in poison_logs)
