@@ -91,7 +91,7 @@ class Reading(BaseModel):
     @field_validator("timestamp")
     @classmethod
     def _to_utc_and_fresh(cls, value: datetime, info: ValidationInfo) -> datetime:
-        value = value.astimezone(UTC)
+        value = _to_utc(value)
         fresh = info.context.get("freshness") if isinstance(info.context, dict) else None
         if isinstance(fresh, Freshness):
             if value > fresh.now + fresh.max_skew:
@@ -130,11 +130,23 @@ class StoredReading(Reading):
     @field_validator("ingest_received_at")
     @classmethod
     def _received_to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        return _to_utc(value)
 
     @classmethod
     def stamp(cls, reading: Reading, received_at: datetime) -> StoredReading:
         return cls.model_construct(**{**dict(reading), "ingest_received_at": received_at.astimezone(UTC)})
+
+
+def _to_utc(value: datetime) -> datetime:
+    """``value`` in UTC; an instant UTC cannot hold (year 1 east of Greenwich, 9999 west of it) is invalid.
+
+    ``astimezone`` raises OverflowError there, which pydantic would not turn into a
+    validation error: the receiver would answer 500 to ``0001-01-01T00:00:00+14:00``.
+    """
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the instant lies outside the years 1 to 9999 in UTC") from None
 
 
 class NaturalKey(NamedTuple):
