@@ -48,7 +48,9 @@ class RetryPolicy:
 
     base_delay_s: float = 0.1
     max_delay_s: float = 5.0
-    max_attempts: int = 8
+    max_attempts: int = 20
+    """With full jitter, 8 attempts could be spent in a few seconds: a receiver restart
+    (SIGTERM, drain, start) then cost readings. The deadline is what bounds a retry."""
     deadline_s: float = 30.0  # from the first attempt; no retry starts after it
 
     def delay(self, retry: int, rng: random.Random) -> float:

@@ -192,6 +192,10 @@ def _step_and_send(make_fleet: Callable[[], BatteryFleet], ticks: int, period_s:
             pipe.send(fleet.step(period_s))
 
 
+WORKER_STOP_TIMEOUT_S = 5.0
+"""How long an abandoned fleet worker gets to end on SIGTERM before it is killed."""
+
+
 def stepped_in_worker(
     make_fleet: Callable[[], BatteryFleet], ticks: int, period_s: float
 ) -> Generator[PackSnapshot, None, None]:
@@ -222,6 +226,9 @@ def stepped_in_worker(
         receiving.close()
         if worker.is_alive():
             worker.terminate()
+            worker.join(WORKER_STOP_TIMEOUT_S)
+            if worker.is_alive():  # SIGTERM can be held up (a handler of its own, a lock): no hang
+                worker.kill()
         worker.join()
 
 

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 
 from src.common.schema import Reading, format_timestamp
 from src.generator import simulator
-from src.generator.battery_model import BatteryFleet, Fleet
+from src.generator.battery_model import BatteryFleet, Fleet, PackSnapshot
 from src.generator.sender import RetryPolicy
 from src.generator.simulator import (
     PARALLEL_MIN_VEHICLES,
@@ -178,6 +179,33 @@ def fleet_that_fails() -> BatteryFleet:
     raise ValueError("no fleet today")
 
 
+class StuckFleet(Fleet):
+    """A fleet that hangs after two steps, in a worker that ignores SIGTERM: stuck in a handler or a lock."""
+
+    def step(self, dt_s: float) -> PackSnapshot:
+        self.steps = getattr(self, "steps", 0) + 1
+        if self.steps > 2:
+            time.sleep(60)
+        return super().step(dt_s)
+
+
+def stuck_fleet_deaf_to_sigterm() -> BatteryFleet:
+    """A picklable factory: it runs in the worker, so that is where SIGTERM is ignored."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return StuckFleet(10, 0, 94.0)
+
+
+def test_a_worker_that_ignores_sigterm_is_killed_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Abandoning the snapshots never hangs: a worker still alive after the grace period is killed."""
+    monkeypatch.setattr(simulator, "WORKER_STOP_TIMEOUT_S", 0.5)
+    snapshots = stepped_in_worker(stuck_fleet_deaf_to_sigterm, 50, 0.2)
+    next(snapshots), next(snapshots)
+    [worker] = multiprocessing.active_children()
+    snapshots.close()
+    assert not multiprocessing.active_children()
+    assert worker.exitcode == -signal.SIGKILL
+
+
 def test_worker_process_output_is_byte_identical_to_stepping_inline() -> None:
     """From PARALLEL_MIN_VEHICLES on the fleet is stepped in a worker process: that must not change one byte."""
     in_worker, inline = io.BytesIO(), io.BytesIO()
@@ -204,7 +232,7 @@ def test_abandoning_the_snapshots_early_stops_the_worker() -> None:
     [worker] = multiprocessing.active_children()  # blocked on a full pipe
     snapshots.close()
     assert not multiprocessing.active_children()
-    assert worker.exitcode == -signal.SIGTERM
+    assert worker.exitcode in (-signal.SIGTERM, -signal.SIGKILL)
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
