@@ -31,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from src.common.aws import sync_client  # noqa: E402
 from src.common.provisioning import Queues, provision_queues  # noqa: E402
 from src.common.settings import CommonSettings  # noqa: E402
 
@@ -69,6 +70,10 @@ class StackConfig:
     consumers: int = 1
     receiver_workers: int = 1
     """uvicorn worker processes (``--workers``); 1 serves from uvicorn's own process."""
+    visibility_timeout_s: int | None = None
+    """The queue's VisibilityTimeout and the consumers' VISIBILITY_TIMEOUT_S, if not the
+    contract's 30 s: tests of redelivery use a few seconds. Set before any consumer polls,
+    since a long poll keeps the timeout it started with."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra settings for every service (BATCH_SIZE, LOG_LEVEL, ...)."""
 
@@ -123,6 +128,8 @@ class EmbeddedStack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.config.visibility_timeout_s is not None:
+            env["VISIBILITY_TIMEOUT_S"] = str(self.config.visibility_timeout_s)
         env.update(self.config.env)
         return env
 
@@ -147,6 +154,10 @@ class EmbeddedStack:
                 raise RuntimeError(f"port {port} is in use: stop what listens there, or choose another port")
         self.start_aws()
         self.queues = provision_queues(self.settings())
+        if self.config.visibility_timeout_s is not None:
+            sync_client("sqs", self.settings()).set_queue_attributes(
+                QueueUrl=self.queues.url, Attributes={"VisibilityTimeout": str(self.config.visibility_timeout_s)}
+            )
         self.start_receiver()
         for index in range(self.config.consumers):
             self.start_consumer(index)

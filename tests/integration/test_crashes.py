@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -38,15 +39,19 @@ def crash_stack(tmp_path: Path) -> EmbeddedStack:
         data_dir=tmp_path / "data",
         log_dir=tmp_path / "logs",
         api_key="crash-test-key",
-        env={"LOG_LEVEL": "INFO", "VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S), "SQS_TIMEOUT_S": "10"},
+        env={"LOG_LEVEL": "INFO", "SQS_TIMEOUT_S": "10"},
+        visibility_timeout_s=VISIBILITY_TIMEOUT_S,
     )
     return EmbeddedStack(config)
 
 
-def shorten_visibility(stack: EmbeddedStack) -> None:
-    assert stack.queues is not None
-    sqs = sync_client("sqs", stack.settings())
-    sqs.set_queue_attributes(QueueUrl=stack.queues.url, Attributes={"VisibilityTimeout": str(VISIBILITY_TIMEOUT_S)})
+POISON = ["not json", '{"v": 2, "records": [{"vehicle_id": "veh-x"}]}', '{"v": 7, "records": []}']
+"""Bodies no consumer can store: SQS's redrive must move them to the DLQ after 5 receives."""
+
+
+def dead_letters(sqs: Any, dlq_url: str) -> int:
+    attributes = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
+    return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
 
 
 def accepted_keys(accepted_log: Path) -> list[NaturalKey]:
@@ -56,18 +61,18 @@ def accepted_keys(accepted_log: Path) -> list[NaturalKey]:
     ]
 
 
-def test_acknowledged_readings_survive_kill_9_of_consumer_three_times_and_receiver_once(
+def test_acknowledged_readings_survive_kill_9_of_consumer_three_times_and_receiver_once_and_poison_is_dead_lettered(
     crash_stack: EmbeddedStack, tmp_path: Path
 ) -> None:
     """9,000 readings from the simulator; consumer killed (-9) three times, receiver once, each restarted.
 
     Every reading the receiver acknowledged is on disk (raw files may hold duplicates),
     the simulator resent what the dead receiver refused or never answered (nothing gave
-    up), and the aggregator counts every acknowledged reading exactly once.
+    up), and the aggregator counts every acknowledged reading exactly once. Poison slipped
+    into the stream ends in the dead-letter queue without holding anything up.
     """
     accepted_log, report_path = tmp_path / "accepted.jsonl", tmp_path / "simulator.json"
     with crash_stack as stack:
-        shorten_visibility(stack)
         command = [sys.executable, "-m", "src.generator.simulator", "--vehicles", "30", "--duration", "30"]
         command += ["--rate-ms", "100", "--seed", "11", "--url", stack.receiver_url]
         command += ["--accepted-log", str(accepted_log), "--report-json", str(report_path)]
@@ -81,6 +86,11 @@ def test_acknowledged_readings_survive_kill_9_of_consumer_three_times_and_receiv
             (20, "consumer-0", stack.start_consumer),
         ]
         started = time.monotonic()
+        time.sleep(2)
+        sqs = sync_client("sqs", stack.settings())
+        assert stack.queues is not None
+        for body in POISON:
+            sqs.send_message(QueueUrl=stack.queues.url, MessageBody=body)
         for at_s, name, restart in crashes:
             time.sleep(max(0.0, started + at_s - time.monotonic()))
             stack.crash(name)
@@ -96,6 +106,10 @@ def test_acknowledged_readings_survive_kill_9_of_consumer_three_times_and_receiv
         index = DiskIndex(stack.config.data_dir / "raw")
         assert wait_persisted(index, set(keys), timeout_s=90) == set()
         aggregated = run_aggregator(stack, index, set(keys))
+        deadline = time.monotonic() + 60
+        while dead_letters(sqs, stack.queues.dlq_url) < len(POISON):
+            assert time.monotonic() < deadline, "poison reaches the dead-letter queue after 5 receives"
+            time.sleep(0.5)
 
     per_vehicle = Counter(key.vehicle_id for key in keys)
     assert {vehicle: a["message_count"] for vehicle, a in aggregated.items()} == per_vehicle
@@ -109,26 +123,26 @@ def test_sigterm_drains_receiver_and_consumer_mid_stream(crash_stack: EmbeddedSt
     """
     accepted_log, report_path = tmp_path / "accepted.jsonl", tmp_path / "simulator.json"
     with crash_stack as stack:
-        command = [sys.executable, "-m", "src.generator.simulator", "--vehicles", "20", "--duration", "12"]
+        command = [sys.executable, "-m", "src.generator.simulator", "--vehicles", "20", "--duration", "8"]
         command += ["--rate-ms", "100", "--seed", "12", "--url", stack.receiver_url]
         command += ["--accepted-log", str(accepted_log), "--report-json", str(report_path)]
         simulator = subprocess.Popen(
             command, cwd=REPO_ROOT, env=stack.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        time.sleep(4)
+        time.sleep(2)
         assert stack.stop_service(stack.service("consumer-0")) == 0
         stack.services.remove(stack.service("consumer-0"))
         stack.start_consumer()
-        time.sleep(3)
+        time.sleep(2)
         # uvicorn shuts down gracefully, then re-raises the signal: -15 is its clean exit.
         assert stack.stop_service(stack.service("receiver")) == -signal.SIGTERM
         stack.services.remove(stack.service("receiver"))
         stack.start_receiver()
         output, _ = simulator.communicate(timeout=120)
-        assert simulator.returncode == 0, output.decode(errors="replace")[-3000:]
+        assert simulator.returncode == 0, output.decode(errors="replace")[-3000:]  # nothing rejected or given up
 
         keys = accepted_keys(accepted_log)
-        assert orjson.loads(report_path.read_bytes())["accepted"] == len(keys) >= 20 * 120 * 0.95
+        assert orjson.loads(report_path.read_bytes())["accepted"] == len(keys) >= 20 * 80 * 0.95
         index = DiskIndex(stack.config.data_dir / "raw")
         assert wait_persisted(index, set(keys), timeout_s=60) == set()
     consumer_log = (tmp_path / "logs" / "consumer-0.log").read_text()

@@ -33,7 +33,8 @@ def outage_stack(tmp_path: Path) -> EmbeddedStack:
         data_dir=tmp_path / "data",
         log_dir=tmp_path / "logs",
         api_key="outage-test-key",
-        env={"LOG_LEVEL": "INFO", "VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S), "SQS_TIMEOUT_S": "3"},
+        env={"LOG_LEVEL": "INFO", "SQS_TIMEOUT_S": "3"},
+        visibility_timeout_s=VISIBILITY_TIMEOUT_S,
     )
     return EmbeddedStack(config)
 
