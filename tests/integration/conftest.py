@@ -22,3 +22,21 @@ def stack(tmp_path: Path) -> Iterator[EmbeddedStack]:
     )
     with EmbeddedStack(config) as running:
         yield running
+
+
+REDELIVERY_S = 4
+"""The queue's visibility timeout in ``quick_redelivery_stack``: messages a killed consumer
+held, or a failed write gave up, come back within a test rather than after 30 s."""
+
+
+@pytest.fixture
+def quick_redelivery_stack(tmp_path: Path) -> EmbeddedStack:
+    """A pipeline not yet started (the test enters it), with redelivery after a few seconds."""
+    config = StackConfig(
+        data_dir=tmp_path / "data",
+        log_dir=tmp_path / "logs",
+        api_key=secrets.token_hex(16),
+        env={"LOG_LEVEL": "INFO", "SQS_TIMEOUT_S": "3"},
+        visibility_timeout_s=REDELIVERY_S,
+    )
+    return EmbeddedStack(config)

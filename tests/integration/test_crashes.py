@@ -21,29 +21,13 @@ import orjson
 import pytest
 
 from scripts.disk_index import DiskIndex
-from scripts.embedded_stack import REPO_ROOT, EmbeddedStack, StackConfig
+from scripts.embedded_stack import REPO_ROOT, EmbeddedStack
 from scripts.load_test import wait_persisted
 from src.common.aws import sync_client
 from src.common.schema import NaturalKey
 from tests.integration.test_end_to_end import run_aggregator
 
 pytestmark = pytest.mark.integration
-
-VISIBILITY_TIMEOUT_S = 4
-"""Short, so the messages a killed consumer held come back within the test, not after 30 s."""
-
-
-@pytest.fixture
-def crash_stack(tmp_path: Path) -> EmbeddedStack:
-    config = StackConfig(
-        data_dir=tmp_path / "data",
-        log_dir=tmp_path / "logs",
-        api_key="crash-test-key",
-        env={"LOG_LEVEL": "INFO", "SQS_TIMEOUT_S": "10"},
-        visibility_timeout_s=VISIBILITY_TIMEOUT_S,
-    )
-    return EmbeddedStack(config)
-
 
 POISON = ["not json", '{"v": 2, "records": [{"vehicle_id": "veh-x"}]}', '{"v": 7, "records": []}']
 """Bodies no consumer can store: SQS's redrive must move them to the DLQ after 5 receives."""
@@ -54,6 +38,16 @@ def dead_letters(sqs: Any, dlq_url: str) -> int:
     return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
 
 
+def start_simulator(
+    stack: EmbeddedStack, workdir: Path, vehicles: int, duration_s: int, seed: int
+) -> subprocess.Popen[bytes]:
+    """The simulator CLI against ``stack`` at 10 readings/s per vehicle, logging what was accepted."""
+    command = [sys.executable, "-m", "src.generator.simulator", "--vehicles", str(vehicles)]
+    command += ["--duration", str(duration_s), "--rate-ms", "100", "--seed", str(seed), "--url", stack.receiver_url]
+    command += ["--accepted-log", str(workdir / "accepted.jsonl"), "--report-json", str(workdir / "simulator.json")]
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=stack.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
 def accepted_keys(accepted_log: Path) -> list[NaturalKey]:
     return [
         NaturalKey(r["vehicle_id"], r["can_id"], r["timestamp"])
@@ -62,7 +56,7 @@ def accepted_keys(accepted_log: Path) -> list[NaturalKey]:
 
 
 def test_acknowledged_readings_survive_kill_9_of_consumer_three_times_and_receiver_once_and_poison_is_dead_lettered(
-    crash_stack: EmbeddedStack, tmp_path: Path
+    quick_redelivery_stack: EmbeddedStack, tmp_path: Path
 ) -> None:
     """9,000 readings from the simulator; consumer killed (-9) three times, receiver once, each restarted.
 
@@ -72,13 +66,8 @@ def test_acknowledged_readings_survive_kill_9_of_consumer_three_times_and_receiv
     into the stream ends in the dead-letter queue without holding anything up.
     """
     accepted_log, report_path = tmp_path / "accepted.jsonl", tmp_path / "simulator.json"
-    with crash_stack as stack:
-        command = [sys.executable, "-m", "src.generator.simulator", "--vehicles", "30", "--duration", "30"]
-        command += ["--rate-ms", "100", "--seed", "11", "--url", stack.receiver_url]
-        command += ["--accepted-log", str(accepted_log), "--report-json", str(report_path)]
-        simulator = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=stack.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+    with quick_redelivery_stack as stack:
+        simulator = start_simulator(stack, tmp_path, vehicles=30, duration_s=30, seed=11)
         crashes: list[tuple[float, str, Callable[[], object]]] = [
             (5, "consumer-0", stack.start_consumer),
             (10, "consumer-0", stack.start_consumer),
@@ -115,20 +104,15 @@ def test_acknowledged_readings_survive_kill_9_of_consumer_three_times_and_receiv
     assert {vehicle: a["message_count"] for vehicle, a in aggregated.items()} == per_vehicle
 
 
-def test_sigterm_drains_receiver_and_consumer_mid_stream(crash_stack: EmbeddedStack, tmp_path: Path) -> None:
+def test_sigterm_drains_receiver_and_consumer_mid_stream(quick_redelivery_stack: EmbeddedStack, tmp_path: Path) -> None:
     """A stop (SIGTERM) of either service mid-stream loses nothing acknowledged and leaves nothing half done.
 
     The receiver answers what it took in before it exits, the consumer flushes what it
     holds; both exit cleanly, and every acknowledged reading is on disk once restarted.
     """
     accepted_log, report_path = tmp_path / "accepted.jsonl", tmp_path / "simulator.json"
-    with crash_stack as stack:
-        command = [sys.executable, "-m", "src.generator.simulator", "--vehicles", "20", "--duration", "8"]
-        command += ["--rate-ms", "100", "--seed", "12", "--url", stack.receiver_url]
-        command += ["--accepted-log", str(accepted_log), "--report-json", str(report_path)]
-        simulator = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=stack.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+    with quick_redelivery_stack as stack:
+        simulator = start_simulator(stack, tmp_path, vehicles=20, duration_s=8, seed=12)
         time.sleep(2)
         assert stack.stop_service(stack.service("consumer-0")) == 0
         stack.services.remove(stack.service("consumer-0"))

@@ -12,31 +12,16 @@ import shutil
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from scripts.disk_index import DiskIndex
-from scripts.embedded_stack import EmbeddedStack, StackConfig
+from scripts.embedded_stack import EmbeddedStack
 from scripts.load_test import send_load, wait_persisted
 from src.common.aws import sync_client
 from src.common.provisioning import provision_queues
 
 pytestmark = pytest.mark.integration
-
-VISIBILITY_TIMEOUT_S = 4
-
-
-@pytest.fixture
-def outage_stack(tmp_path: Path) -> EmbeddedStack:
-    config = StackConfig(
-        data_dir=tmp_path / "data",
-        log_dir=tmp_path / "logs",
-        api_key="outage-test-key",
-        env={"LOG_LEVEL": "INFO", "SQS_TIMEOUT_S": "3"},
-        visibility_timeout_s=VISIBILITY_TIMEOUT_S,
-    )
-    return EmbeddedStack(config)
 
 
 def status_of(url: str) -> tuple[int, float]:
@@ -56,9 +41,11 @@ def send(stack: EmbeddedStack, readings: int, seed: int) -> set:
     return set(run.accepted)
 
 
-def test_sqs_outage_gives_prompt_503s_and_both_services_resume_without_restart(outage_stack: EmbeddedStack) -> None:
+def test_sqs_outage_gives_prompt_503s_and_both_services_resume_without_restart(
+    quick_redelivery_stack: EmbeddedStack,
+) -> None:
     """SQS down: ingest 503 within seconds, /health 503; SQS back: readings flow again through the same processes."""
-    with outage_stack as stack:
+    with quick_redelivery_stack as stack:
         index = DiskIndex(stack.config.data_dir / "raw")
         before = send(stack, 200, seed=1)
         assert wait_persisted(index, before, timeout_s=60) == set()
@@ -81,9 +68,9 @@ def test_sqs_outage_gives_prompt_503s_and_both_services_resume_without_restart(o
         assert "receive failed" in stack.service("consumer-0").log_text()
 
 
-def test_disk_outage_keeps_readings_in_sqs_until_the_disk_is_back(outage_stack: EmbeddedStack) -> None:
+def test_disk_outage_keeps_readings_in_sqs_until_the_disk_is_back(quick_redelivery_stack: EmbeddedStack) -> None:
     """The consumer cannot write (a file where its raw directory should be): nothing is deleted; fixed: all on disk."""
-    with outage_stack as stack:
+    with quick_redelivery_stack as stack:
         raw = stack.config.data_dir / "raw"
         shutil.rmtree(raw, ignore_errors=True)
         raw.write_text("not a directory")  # every write fails with an OSError, even for root

@@ -172,16 +172,23 @@ async def test_body_over_limit_by_content_length_is_413_unread(receiver_settings
     assert plain.status_code == 413
 
 
-async def test_streamed_body_over_limit_is_413_and_reading_stops(receiver_settings: ReceiverSettings) -> None:
+@pytest.mark.parametrize(
+    ("path", "limit_setting", "chunk_bytes"),
+    [("/ingest", "max_reading_bytes", 1024), ("/ingest/batch", "max_batch_bytes", 65_536)],
+)
+async def test_streamed_body_over_limit_is_413_and_reading_stops(
+    receiver_settings: ReceiverSettings, queues: Queues, path: str, limit_setting: str, chunk_bytes: int
+) -> None:
     """A chunked body announces no length; the receiver stops reading once it passes the limit."""
     consumed = [0]
-    chunk = b" " * 1024
-    chunks_allowed = receiver_settings.max_reading_bytes // len(chunk)
+    chunk = b" " * chunk_bytes
+    limit = getattr(receiver_settings, limit_setting)
     async with running(create_app(receiver_settings)) as client:
-        response = await client.post("/ingest", content=counting_chunks(chunk, 1_000, consumed), headers=HEADERS)
+        response = await client.post(path, content=counting_chunks(chunk, 1_000, consumed), headers=HEADERS)
     assert response.status_code == 413
-    assert response.json() == {"detail": f"request body exceeds {receiver_settings.max_reading_bytes} bytes"}
-    assert consumed[0] == chunks_allowed + 1
+    assert response.json() == {"detail": f"request body exceeds {limit} bytes"}
+    assert consumed[0] == limit // len(chunk) + 1
+    assert received_records(queues.url) == []
 
 
 async def test_streamed_body_within_limit_is_accepted(receiver_settings: ReceiverSettings, queues: Queues) -> None:
