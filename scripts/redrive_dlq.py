@@ -259,7 +259,7 @@ def _handle(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     settings = CommonSettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     options = Options(apply=args.apply, only_valid=args.only_valid, max_messages=args.max or sys.maxsize)
     sqs = sync_client("sqs", settings)
     try:

@@ -20,7 +20,7 @@ from src.common.settings import CommonSettings
 
 def main() -> int:
     settings = CommonSettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     queues = provision_queues(settings)
     print(f"dead-letter queue: {queues.dlq_url}", file=sys.stderr)
     print(queues.url)

@@ -339,7 +339,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
     args = parse_args(argv)
     settings = AggregatorSettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if args.source == "s3":
         state = "S3_BUCKET unset" if settings.s3_bucket is None else "not implemented in this version"
         print(f"error: --source s3: the S3 tier is not available yet ({state})", file=sys.stderr)

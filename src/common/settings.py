@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from src.common.logs import LogFormat
+
 
 class CommonSettings(BaseSettings):
     """What every process needs: where AWS is, which queue, where data lives."""
@@ -27,6 +29,7 @@ class CommonSettings(BaseSettings):
     data_dir: Path = Path("data")
     s3_bucket: str | None = None
     log_level: str = "INFO"
+    log_format: LogFormat = Field("text", description="text for people, json (one object per line) for collectors")
 
     @field_validator("aws_endpoint_url", "sqs_queue_url", "s3_bucket", "aws_access_key_id", mode="before")
     @classmethod

@@ -342,7 +342,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def main() -> int:
     """Entry point: read settings once, log, consume until a signal; 0 after a clean stop."""
     settings = ConsumerSettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     memory.tune_for_throughput()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(_serve(settings))

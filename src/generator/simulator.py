@@ -402,7 +402,7 @@ def print_summary(report: RunReport) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
     settings = GeneratorSettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if options.output is not None:
         report = run_offline(options)
     else:

@@ -128,7 +128,7 @@ def _lifespan(given: ReceiverSettings | None, metrics: Metrics, tune_memory: boo
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings = given or _load_settings()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         async with sqs_client(
             settings,
             connect_timeout_s=min(2.0, settings.sqs_timeout_s),
