@@ -226,14 +226,16 @@ def test_main_installs_signal_handlers_and_exits_zero(monkeypatch: pytest.Monkey
         os.kill(os.getpid(), signal.SIGTERM)  # safe: main's handler is installed before run() starts
         await asyncio.wait_for(stop.wait(), DEADLINE_S)
 
-    levels: list[str] = []
+    logging_calls: list[tuple[str, str]] = []
     monkeypatch.setattr(batch_consumer, "run", fake_run)
-    monkeypatch.setattr(batch_consumer, "configure_logging", levels.append)  # keep pytest's logging intact
+    monkeypatch.setattr(  # keep pytest's logging intact
+        batch_consumer, "configure_logging", lambda level, log_format: logging_calls.append((level, log_format))
+    )
     monkeypatch.setenv("BATCH_SIZE", "42")
     monkeypatch.setenv("LOG_LEVEL", "DEBUG")
     assert batch_consumer.main() == 0
     assert [s.batch_size for s in seen] == [42]
-    assert levels == ["DEBUG"]
+    assert logging_calls == [("DEBUG", "text")]
 
 
 def test_sigterm_to_the_process_flushes_and_exits_zero(queues: Queues, data_dir: Path, isolated_env: Path) -> None:
