@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import botocore.session
 from aiobotocore.config import AioConfig
@@ -20,10 +20,14 @@ from botocore.config import Config
 from src.common.settings import CommonSettings
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client as SyncS3Client
     from mypy_boto3_sqs.client import SQSClient as SyncSQSClient
+    from types_aiobotocore_s3.client import S3Client
     from types_aiobotocore_sqs.client import SQSClient
 else:
+    S3Client = Any
     SQSClient = Any
+    SyncS3Client = Any
     SyncSQSClient = Any
 
 
@@ -57,10 +61,36 @@ async def sqs_client(
         yield client
 
 
-def sync_client(service: Literal["sqs"], settings: CommonSettings) -> SyncSQSClient:
-    """A blocking client for scripts (setup, redrive), where an event loop buys nothing."""
+@asynccontextmanager
+async def s3_client(
+    settings: CommonSettings,
+    *,
+    connect_timeout_s: float = 5.0,
+    read_timeout_s: float = 60.0,
+    max_attempts: int = 3,
+    max_pool_connections: int = 10,
+) -> AsyncIterator[S3Client]:
+    """One long-lived async S3 client (the consumer's uploads)."""
+    config = AioConfig(
+        connect_timeout=connect_timeout_s,
+        read_timeout=read_timeout_s,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        max_pool_connections=max_pool_connections,
+    )
+    async with get_session().create_client("s3", config=config, **_client_kwargs(settings)) as client:
+        yield client
+
+
+@overload
+def sync_client(service: Literal["sqs"], settings: CommonSettings) -> SyncSQSClient: ...
+@overload
+def sync_client(service: Literal["s3"], settings: CommonSettings) -> SyncS3Client: ...
+def sync_client(service: Literal["sqs", "s3"], settings: CommonSettings) -> SyncSQSClient | SyncS3Client:
+    """A blocking client for scripts (setup, redrive, prune) and the aggregator's readers."""
     config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 5, "mode": "standard"})
     client = botocore.session.get_session().create_client(service, config=config, **_client_kwargs(settings))
+    if service == "s3":
+        return cast("SyncS3Client", client)
     return cast("SyncSQSClient", client)
 
 

@@ -14,6 +14,9 @@ HOUR_LABEL_FORMAT = "%Y-%m-%dT%H"
 HourKey = tuple[int, int, int, int]
 """A UTC hour as ``(year, month, day, hour)``: see :func:`hour_key`."""
 BATCH_FILE_RE = re.compile(r"^batch-(?P<ms>\d{13})(?:-(?P<writer>[A-Za-z0-9_]+))?\.jsonl$")
+S3_RAW_PREFIX = "raw/"
+S3_AGGREGATED_PREFIX = "aggregated/"
+GZIP_SUFFIX = ".gz"
 
 
 def hour_start(moment: datetime) -> datetime:
@@ -84,3 +87,29 @@ def batch_files(raw_dir: Path, hour: datetime) -> list[Path]:
 
 def aggregated_file_name(hour: datetime) -> str:
     return f"aggregated-{hour_label(hour)}.json"
+
+
+# -- S3 keys: the local layout under ``raw/`` and ``aggregated/`` (contract, "Storage layout") --
+
+
+def s3_raw_key(relative: Path, gzipped: bool) -> str:
+    """``raw/<hive path>/<file name>[.gz]`` for a batch file at ``relative`` under ``raw_dir``."""
+    return S3_RAW_PREFIX + relative.as_posix() + (GZIP_SUFFIX if gzipped else "")
+
+
+def s3_hour_prefix(hour: datetime) -> str:
+    """``raw/year=YYYY/month=MM/day=DD/hour=HH/``: every object of one hour's partition."""
+    return f"{S3_RAW_PREFIX}{hour_partition(hour).as_posix()}/"
+
+
+def s3_batch_name(key: str) -> str | None:
+    """The local batch file name an S3 raw key stands for (``.gz`` dropped), or None if it is not one."""
+    name = key.rsplit("/", 1)[-1]
+    if name.endswith(GZIP_SUFFIX):
+        name = name[: -len(GZIP_SUFFIX)]
+    return name if batch_file_ms(name) is not None else None
+
+
+def s3_aggregated_key(hour: datetime) -> str:
+    """``aggregated/aggregated-<YYYY-MM-DDTHH>.json``."""
+    return S3_AGGREGATED_PREFIX + aggregated_file_name(hour)

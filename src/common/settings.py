@@ -27,7 +27,7 @@ class CommonSettings(BaseSettings):
     sqs_queue_url: str | None = Field(None, description="If unset, resolved from sqs_queue_name")
     sqs_queue_name: str = "telemetry-queue-dev"
     data_dir: Path = Path("data")
-    s3_bucket: str | None = None
+    s3_bucket: str | None = Field(None, description="Enables the S3 tier when set")
     log_level: str = "INFO"
     log_format: LogFormat = Field("text", description="text for people, json (one object per line) for collectors")
 
@@ -89,6 +89,9 @@ class ConsumerSettings(CommonSettings):
     visibility_beat_s: float | None = Field(
         None, gt=0, description="How often held messages are checked for extension; a sixth of the timeout if unset"
     )
+    s3_gzip: bool = Field(True, description="Upload raw batch files gzip-compressed (key ends .gz)")
+    s3_upload_concurrency: int = Field(4, gt=0, le=64, description="Uploads to S3 in flight at once")
+    metrics_port: int = Field(9102, ge=0, le=65_535, description="Port of the consumer's /metrics; 0 disables it")
 
     @field_validator("writer_id", "visibility_beat_s", mode="before")
     @classmethod
