@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from moto.server import ThreadedMotoServer
 
+from src.common.aws import sync_client
 from src.common.provisioning import Queues, provision_queues
 from src.common.settings import CommonSettings
 
@@ -64,6 +65,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("METRICS_PORT", "0")  # tests that scrape the consumer pick a free port
     return tmp_path
 
 
@@ -112,6 +114,15 @@ def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("SQS_QUEUE_NAME", f"telemetry-test-{uuid.uuid4().hex[:10]}")
     return moto_endpoint
+
+
+@pytest.fixture
+def bucket(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh, empty bucket on the embedded S3, named in S3_BUCKET."""
+    name = f"telemetry-test-{uuid.uuid4().hex[:10]}"
+    sync_client("s3", CommonSettings()).create_bucket(Bucket=name)
+    monkeypatch.setenv("S3_BUCKET", name)
+    return name
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ HOUR_LABEL_FORMAT = "%Y-%m-%dT%H"
 HourKey = tuple[int, int, int, int]
 """A UTC hour as ``(year, month, day, hour)``: see :func:`hour_key`."""
 BATCH_FILE_RE = re.compile(r"^batch-(?P<ms>\d{13})(?:-(?P<writer>[A-Za-z0-9_]+))?\.jsonl$")
+PARTITION_RE = re.compile(r"year=(?P<y>\d{4})/month=(?P<m>\d{2})/day=(?P<d>\d{2})/hour=(?P<h>\d{2})$")
 S3_RAW_PREFIX = "raw/"
 S3_AGGREGATED_PREFIX = "aggregated/"
 GZIP_SUFFIX = ".gz"
@@ -82,7 +83,30 @@ def batch_files(raw_dir: Path, hour: datetime) -> list[Path]:
     directory = raw_hour_dir(raw_dir, hour)
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir() if batch_file_ms(p.name) is not None)
+    return partition_batch_files(directory)
+
+
+def hour_partitions(raw_dir: Path) -> list[Path]:
+    """Every hour partition directory under ``raw_dir``, oldest first."""
+    if not raw_dir.is_dir():
+        return []
+    return sorted(p for p in raw_dir.glob("year=*/month=*/day=*/hour=*") if p.is_dir())
+
+
+def partition_hour(partition: Path) -> datetime | None:
+    """The UTC hour a ``.../year=YYYY/month=MM/day=DD/hour=HH`` directory holds; None if it is not one."""
+    match = PARTITION_RE.search(partition.as_posix())
+    if match is None:
+        return None
+    try:
+        return datetime(int(match["y"]), int(match["m"]), int(match["d"]), int(match["h"]), tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def partition_batch_files(partition: Path) -> list[Path]:
+    """The complete batch files of one partition directory, oldest first (temporary files excluded)."""
+    return sorted(p for p in partition.iterdir() if batch_file_ms(p.name) is not None)
 
 
 def aggregated_file_name(hour: datetime) -> str:

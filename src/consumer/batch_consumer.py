@@ -7,6 +7,8 @@ fsynced, and only then deleted from SQS. At most two batches are written at once
 pollers never wait on the disk unless too many readings are buffered (backpressure). From its
 receipt until its flush is over, a message is kept invisible in SQS by the visibility
 heartbeat (``visibility``), so a slow write never gets it delivered a second time.
+With ``S3_BUCKET`` set, each durable file is also handed to the uploader
+(``uploading``), which copies it to S3 beside this path, never in it.
 
 Delivery is at least once: a crash between the write and the delete stores a reading
 twice, and downstream deduplicates by natural key. Nothing is ever deleted before it is
@@ -24,16 +26,24 @@ import time
 from collections.abc import Awaitable, Callable
 
 from src.common import memory
-from src.common.aws import SQSClient, resolve_queue_url, sqs_client
+from src.common.aws import SQSClient, resolve_queue_url, s3_client, sqs_client
 from src.common.envelope import MessageDecodeError
 from src.common.logs import configure_logging
 from src.common.retry import Backoff
 from src.common.schema import StoredReading
 from src.common.settings import ConsumerSettings
 from src.consumer.batching import Batch, Batcher
-from src.consumer.metrics import ConsumerStats, batch_latencies, format_latencies
+from src.consumer.metrics import (
+    ConsumerCollector,
+    ConsumerStats,
+    LatencyHistogram,
+    batch_latencies,
+    format_latencies,
+    serve_metrics,
+)
 from src.consumer.receiving import QueueClient, parse_message, receive_count
 from src.consumer.storage import BatchWriter, WriteResult, new_writer_id
+from src.consumer.uploading import Uploader
 from src.consumer.visibility import VisibilityKeeper
 
 log = logging.getLogger("src.consumer")
@@ -47,6 +57,8 @@ BACKPRESSURE_MIN_READINGS = 50_000
 readings; without the floor that alone exceeds the budget, and the pollers take turns
 instead of keeping SQS's pipe full (50,000 readings are about 75 MB in memory)."""
 WRITE_RETRY_DELAY_S = 0.5
+UPLOAD_DRAIN_S = 10.0
+"""At shutdown, uploads get this long to finish; the rest wait for the next start's catch-up."""
 BYTES_PER_MB = 1024 * 1024
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -61,6 +73,7 @@ class Consumer:
         queue: QueueClient,
         writer: BatchWriter,
         *,
+        uploader: Uploader | None = None,
         write_retry_delay_s: float = WRITE_RETRY_DELAY_S,
         backoff_factory: Callable[[], Backoff] = Backoff,
         sleep: Sleep = asyncio.sleep,
@@ -68,7 +81,9 @@ class Consumer:
         self.settings = settings
         self.queue = queue
         self.writer = writer
+        self.uploader = uploader
         self.stats = ConsumerStats()
+        self.latency = LatencyHistogram()
         self._batcher = Batcher(settings.batch_size, settings.batch_timeout_s)
         self._write_retry_delay_s = write_retry_delay_s
         self._backoff_factory = backoff_factory
@@ -89,6 +104,10 @@ class Consumer:
         """
         dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
         heartbeat = asyncio.create_task(self.visibility.run(), name="visibility-heartbeat")
+        catch_up: asyncio.Task[int] | None = None
+        if self.uploader is not None:
+            self.uploader.start()
+            catch_up = asyncio.create_task(self.uploader.catch_up(), name="upload-catch-up")
         pollers = [
             asyncio.create_task(self._poll(i), name=f"poller-{i}") for i in range(self.settings.receive_concurrency)
         ]
@@ -109,6 +128,12 @@ class Consumer:
                 await asyncio.gather(*self._flushes, return_exceptions=True)
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
+            if self.uploader is not None:
+                if catch_up is not None:
+                    catch_up.cancel()
+                    await asyncio.gather(catch_up, return_exceptions=True)
+                await self.uploader.drain(UPLOAD_DRAIN_S)
+                log.info("uploader stopped: %s", self.uploader.stats.summary())
             log.info("consumer stopped: %s", self.stats.summary())
         return self.stats
 
@@ -190,6 +215,8 @@ class Consumer:
                 await self._release(batch.readings)
             if result is None:
                 return
+            if self.uploader is not None:
+                self.uploader.submit(f.path for f in result.files)
             outcome = await self.queue.delete(batch.messages, batch.batch_id)
             self.stats.batches += 1
             self.stats.readings_written += result.readings
@@ -203,7 +230,7 @@ class Consumer:
                 len(batch.messages),
                 len(result.files),
                 result.bytes,
-                format_latencies(batch_latencies(batch, result.durable_at)),
+                format_latencies(batch_latencies(batch, result.durable_at, self.latency)),
                 f" delete_failures={outcome.failed}" if outcome.failed else "",
             )
         except Exception:  # a bug must not kill the consumer or leak the flush slot
@@ -236,6 +263,17 @@ class Consumer:
             return None
         return outcome
 
+    def collector(self) -> ConsumerCollector:
+        """What ``/metrics`` shows of this consumer."""
+        uploader = self.uploader
+        return ConsumerCollector(
+            self.stats,
+            self.latency,
+            uploads=uploader.stats if uploader is not None else None,
+            uploads_pending=(lambda: uploader.pending) if uploader is not None else None,
+            unflushed=lambda: self._unflushed,
+        )
+
     def _try_write(self, records: list[StoredReading]) -> WriteResult | OSError:
         """The blocking write, run in a worker thread; an OSError comes back as a value."""
         try:
@@ -266,19 +304,35 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
         rotation_bytes=max(1, int(settings.file_rotation_mb * BYTES_PER_MB)),
     )
     await asyncio.to_thread(writer.remove_stale_tmp)
-    async with sqs_client(
-        settings,
-        read_timeout_s=settings.wait_time_s + 15.0,  # a long poll must not look like a hung socket
-        max_pool_connections=settings.receive_concurrency + 4 * MAX_CONCURRENT_FLUSHES + 8,
-    ) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(
+            sqs_client(
+                settings,
+                read_timeout_s=settings.wait_time_s + 15.0,  # a long poll must not look like a hung socket
+                max_pool_connections=settings.receive_concurrency + 4 * MAX_CONCURRENT_FLUSHES + 8,
+            )
+        )
+        uploader = None
+        if settings.s3_bucket:
+            s3 = await stack.enter_async_context(
+                s3_client(settings, max_pool_connections=settings.s3_upload_concurrency + 2)
+            )
+            uploader = Uploader(
+                s3,
+                settings.s3_bucket,
+                settings.raw_dir,
+                gzipped=settings.s3_gzip,
+                concurrency=settings.s3_upload_concurrency,
+            )
         queue_url = await _resolve_queue(client, settings, stop)
         if queue_url is None:
             return
         log.info(
-            "consuming %s into %s as writer %s (batch_size=%d batch_timeout_s=%s pollers=%d "
+            "consuming %s into %s%s as writer %s (batch_size=%d batch_timeout_s=%s pollers=%d "
             "visibility_timeout_s=%d heartbeat_s=%g)",
             queue_url,
             settings.raw_dir,
+            f" and s3://{settings.s3_bucket}/raw/" if uploader is not None else "",
             writer.writer_id,
             settings.batch_size,
             settings.batch_timeout_s,
@@ -288,8 +342,13 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
         )
         queue = QueueClient(client, queue_url, settings.wait_time_s)
         await _check_visibility_timeout(queue, settings)
-        consumer = Consumer(settings, queue, writer)
-        await consumer.run(stop)
+        consumer = Consumer(settings, queue, writer, uploader=uploader)
+        stop_metrics = serve_metrics(consumer.collector(), settings.metrics_port) if settings.metrics_port else None
+        try:
+            await consumer.run(stop)
+        finally:
+            if stop_metrics is not None:
+                await asyncio.to_thread(stop_metrics)
 
 
 async def _check_visibility_timeout(queue: QueueClient, settings: ConsumerSettings) -> None:

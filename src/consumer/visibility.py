@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from src.consumer.batching import ReceivedMessage
-from src.consumer.metrics import VISIBILITY_EXTENSION_FAILURES, VISIBILITY_EXTENSIONS, ConsumerStats
+from src.consumer.metrics import ConsumerStats
 from src.consumer.receiving import ExtendOutcome, QueueClient
 
 log = logging.getLogger("src.consumer.visibility")
@@ -142,8 +142,6 @@ class VisibilityKeeper:
         failed = [(m, reason) for m, reason in outcome.failed if m.receipt_handle in self._leases]
         self._stats.visibility_extensions += extended
         self._stats.visibility_extension_failures += len(failed)
-        VISIBILITY_EXTENSIONS.inc(extended)
-        VISIBILITY_EXTENSION_FAILURES.inc(len(failed))
         if extended:
             log.info(
                 "batch %s: visibility extended to %d s for %d message(s) (held up to %.1f s since last renewal)",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from src.common.aws import sqs_client, sync_client
@@ -120,9 +121,11 @@ def keeper_for(fake: Any, clock: Clock, timeout_s: int = 30) -> tuple[Visibility
     return VisibilityKeeper(queue, timeout_s, timeout_s / 6, stats, clock=clock), stats
 
 
-def counter(name: str) -> float:
-    value = metrics.REGISTRY.get_sample_value(f"{name}_total")
-    return value or 0.0
+def counter(stats: ConsumerStats, name: str) -> float:
+    """The counter as a Prometheus scrape of the consumer would show it."""
+    registry = CollectorRegistry()
+    registry.register(metrics.ConsumerCollector(stats, metrics.LatencyHistogram()))
+    return registry.get_sample_value(f"{name}_total") or 0.0
 
 
 async def test_only_messages_held_half_the_timeout_are_extended_in_chunks_of_ten(
@@ -132,7 +135,7 @@ async def test_only_messages_held_half_the_timeout_are_extended_in_chunks_of_ten
     caplog.set_level(logging.INFO, logger="src.consumer")
     fake, clock = FakeSQS(), Clock()
     keeper, stats = keeper_for(fake, clock)
-    extensions_before = counter("consumer_visibility_extensions")
+    extensions_before = counter(stats, "consumer_visibility_extensions")
     for i in range(25):
         keeper.hold(held(i), "b1")
     clock.now += 10
@@ -155,7 +158,7 @@ async def test_only_messages_held_half_the_timeout_are_extended_in_chunks_of_ten
     clock.now += 15
     assert await keeper.beat() == 1 and fake.handles() == [["rh-99"]]  # released messages are never extended
     assert stats.visibility_extensions == 27 and stats.visibility_extension_failures == 0
-    assert counter("consumer_visibility_extensions") - extensions_before == 27
+    assert counter(stats, "consumer_visibility_extensions") - extensions_before == 27
 
 
 async def test_extension_failures_are_logged_with_the_batch_and_retried_next_beat(
@@ -178,7 +181,7 @@ async def test_extension_failures_are_logged_with_the_batch_and_retried_next_bea
 
     fake, clock = FakeSQS(answer), Clock()
     keeper, stats = keeper_for(fake, clock)
-    failures_before = counter("consumer_visibility_extension_failures")
+    failures_before = counter(stats, "consumer_visibility_extension_failures")
     for i in range(12):
         keeper.hold(held(i), "b7")
     clock.now += 15
@@ -188,7 +191,7 @@ async def test_extension_failures_are_logged_with_the_batch_and_retried_next_bea
     assert "batch b7: extending visibility failed for 3 of 12 message(s)" in text
     assert "ConnectionError('endpoint down')" in text and "InternalError try again" in text and "retrying" in text
     assert stats.visibility_extension_failures == 3
-    assert counter("consumer_visibility_extension_failures") - failures_before == 3
+    assert counter(stats, "consumer_visibility_extension_failures") - failures_before == 3
 
     fake.calls.clear()
     clock.now += 0.5
