@@ -8,6 +8,9 @@ through environment variables, exactly as a user would start it in four terminal
 To scale out, ``StackConfig.receiver_workers`` runs uvicorn with ``--workers N`` (N
 processes sharing the port, each with its own SQS publisher and its own ``/metrics``)
 and ``StackConfig.consumers`` starts several consumers on the one queue and DATA_DIR.
+``StackConfig.s3_bucket`` turns the S3 tier on: the bucket is created as
+``scripts/setup_s3.py`` creates it, and every process gets ``S3_BUCKET``. Each consumer
+serves its Prometheus metrics on a port of its own (:attr:`EmbeddedStack.metrics_ports`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from src.common.aws import sync_client  # noqa: E402
-from src.common.provisioning import Queues, provision_queues  # noqa: E402
+from src.common.provisioning import Queues, provision_bucket, provision_queues  # noqa: E402
 from src.common.settings import CommonSettings  # noqa: E402
 
 WORKER_READY = "Application startup complete."
@@ -74,6 +77,8 @@ class StackConfig:
     """The queue's VisibilityTimeout and the consumers' VISIBILITY_TIMEOUT_S, if not the
     contract's 30 s: tests of redelivery use a few seconds. Set before any consumer polls,
     since a long poll keeps the timeout it started with."""
+    s3_bucket: str | None = None
+    """Turns the S3 tier on (the bucket is created at start)."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra settings for every service (BATCH_SIZE, LOG_LEVEL, ...)."""
 
@@ -103,6 +108,8 @@ class EmbeddedStack:
         self.receiver_port = config.receiver_port or free_port()
         self.services: list[Service] = []
         self.queues: Queues | None = None
+        self.metrics_ports: dict[str, int] = {}
+        """Each consumer's METRICS_PORT, by service name."""
 
     @property
     def aws_endpoint(self) -> str:
@@ -130,6 +137,8 @@ class EmbeddedStack:
         )
         if self.config.visibility_timeout_s is not None:
             env["VISIBILITY_TIMEOUT_S"] = str(self.config.visibility_timeout_s)
+        if self.config.s3_bucket is not None:
+            env["S3_BUCKET"] = self.config.s3_bucket
         env.update(self.config.env)
         return env
 
@@ -154,6 +163,8 @@ class EmbeddedStack:
                 raise RuntimeError(f"port {port} is in use: stop what listens there, or choose another port")
         self.start_aws()
         self.queues = provision_queues(self.settings())
+        if self.config.s3_bucket is not None:
+            provision_bucket(self.settings())
         if self.config.visibility_timeout_s is not None:
             sync_client("sqs", self.settings()).set_queue_attributes(
                 QueueUrl=self.queues.url, Attributes={"VisibilityTimeout": str(self.config.visibility_timeout_s)}
@@ -193,7 +204,8 @@ class EmbeddedStack:
         """A consumer process, once it polls the queue: load sent right after finds it ready
         rather than queueing up behind its startup (unless LOG_LEVEL hides the ready line)."""
         name = f"consumer-{index}"
-        service = self._spawn(name, [sys.executable, "-m", "src.consumer.batch_consumer"])
+        self.metrics_ports[name] = port = self.metrics_ports.get(name) or free_port()
+        service = self._spawn(name, [sys.executable, "-m", "src.consumer.batch_consumer"], {"METRICS_PORT": str(port)})
         if self.env().get("LOG_LEVEL", "INFO").upper() in ("DEBUG", "INFO"):
             self._wait_until(lambda: CONSUMER_READY in service.log_text(), f"{name} to poll", service)
         return service
@@ -252,14 +264,20 @@ class EmbeddedStack:
             aws_secret_access_key="testing",
             sqs_queue_name=self.config.queue_name,
             data_dir=self.config.data_dir,
+            s3_bucket=self.config.s3_bucket,
         )
 
-    def _spawn(self, name: str, command: list[str]) -> Service:
+    def _spawn(self, name: str, command: list[str], extra_env: dict[str, str] | None = None) -> Service:
         log_path = self.config.log_dir / f"{name}.log"
         log_file = log_path.open("ab")
         log_start = log_file.tell()
         process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=self.env(), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            command,
+            cwd=REPO_ROOT,
+            env=self.env() | (extra_env or {}),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         service = Service(name, process, log_path, log_file, log_start)
         self.services.append(service)

@@ -2,16 +2,28 @@
 
 Kept beside the clients rather than in the setup script so that tests, the demo and the
 load test provision exactly what operators get from ``scripts/setup_sqs.py``.
+
+The S3 tier's bucket is provisioned here too (``scripts/setup_s3.py``), for the same
+reason: with its encryption, public access block and lifecycle rules, checked against
+what real S3 accepts, because moto does not enforce S3's lifecycle constraints.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, cast
 
-from src.common.aws import SyncSQSClient, sync_client
+from src.common.aws import SyncS3Client, SyncSQSClient, sync_client
+from src.common.layout import S3_RAW_PREFIX
 from src.common.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.literals import BucketLocationConstraintType
+    from mypy_boto3_s3.type_defs import LifecycleRuleTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -60,3 +72,277 @@ def _ensure(sqs: SyncSQSClient, name: str, attributes: dict[str, str]) -> str:
     sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)  # type: ignore[arg-type]
     log.info("queue %s exists; attributes set", name)
     return url
+
+
+# --- The bucket (S3 tier) ----------------------------------------------------------------
+#
+# Every setting below is applied with a Put* call that replaces the whole configuration,
+# so running the setup again changes nothing on a bucket that is as it should be and puts
+# back whatever was changed or removed by hand. The bucket's lifecycle configuration is
+# therefore owned here: rules added to it by hand are dropped on the next run.
+#
+# S3 documentation behind the lifecycle rules and their validator:
+#   [T] https://docs.aws.amazon.com/AmazonS3/latest/userguide/lifecycle-transition-general-considerations.html
+#       (supported transitions, the waterfall between classes, 30 days before STANDARD_IA,
+#       GLACIER at least 30 days after STANDARD_IA, the 128 KB minimum object size)
+#   [A] https://docs.aws.amazon.com/AmazonS3/latest/API/API_Transition.html
+#       (Days per storage class) and .../API/API_LifecycleRule.html (ID, Filter)
+#   [E] https://docs.aws.amazon.com/AmazonS3/latest/userguide/lifecycle-configuration-examples.html
+#       ("Tiering down the storage class over an object's lifetime": STANDARD_IA at 30
+#       days and GLACIER at 90 days in one rule, the plan used here)
+#   [C] https://docs.aws.amazon.com/AmazonS3/latest/userguide/storage-class-intro.html#sc-compare
+#       (minimum storage durations: 30 days for the IA classes, 90 for Glacier Instant and
+#       Flexible Retrieval, 180 for Deep Archive; deleting earlier is billed as if kept)
+#   [M] https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketLifecycleConfiguration.html
+#       (TransitionDefaultMinimumObjectSize)
+
+REGION_WITHOUT_LOCATION_CONSTRAINT = "us-east-1"  # CreateBucket there takes no LocationConstraint
+
+STANDARD_IA_AFTER_DAYS = 30  # [T], [A]: S3 refuses STANDARD_IA/ONEZONE_IA before day 30
+GLACIER_AFTER_DAYS = 90  # [T]: at least 30 days after STANDARD_IA; S3 refuses less
+ABORT_MULTIPART_AFTER_DAYS = 7  # parts of an upload nobody finished are billed until removed
+
+# Objects smaller than 128 KB are not transitioned at all under this setting (S3's default,
+# [M]); stated explicitly so that a bucket switched to "varies_by_storage_class" by hand is
+# put back. Tiny objects would cost more in IA (billed as 128 KB each) and in Glacier
+# (40 KB of metadata per object) than in Standard.
+TRANSITION_DEFAULT_MINIMUM_OBJECT_SIZE: Final = "all_storage_classes_128K"
+
+# S3's waterfall [T]: a lifecycle rule may only move objects down this list.
+TRANSITION_ORDER = ("STANDARD_IA", "INTELLIGENT_TIERING", "ONEZONE_IA", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE")
+IA_CLASSES = frozenset({"STANDARD_IA", "ONEZONE_IA"})
+IA_MIN_DAYS = 30  # [T]: days in the current class before a transition to an IA class, and out of one
+MIN_STORAGE_DAYS = {  # [C]: deleting (expiring) earlier is billed as if the object had stayed
+    "STANDARD_IA": 30,
+    "INTELLIGENT_TIERING": 0,
+    "ONEZONE_IA": 30,
+    "GLACIER_IR": 90,
+    "GLACIER": 90,
+    "DEEP_ARCHIVE": 180,
+}
+MAX_RULE_ID_CHARS = 255  # [A], LifecycleRule.ID
+LIFECYCLE_ACTIONS = (
+    "Transitions",
+    "Expiration",
+    "NoncurrentVersionTransitions",
+    "NoncurrentVersionExpiration",
+    "AbortIncompleteMultipartUpload",
+)
+
+
+def lifecycle_rules() -> list[LifecycleRuleTypeDef]:
+    """The bucket's lifecycle rules: the seed's "Standard (7d) -> IA (30d) -> Glacier (90d)" as S3 allows it.
+
+    ===================  ==========================================================
+    objects              what happens (days after upload)
+    ===================  ==========================================================
+    ``raw/``             Standard until 30, STANDARD_IA from 30, GLACIER (Flexible
+                         Retrieval) from 90; never deleted
+    ``aggregated/``      Standard, always
+    everything           multipart uploads not completed within 7 days are aborted
+    ===================  ==========================================================
+
+    The seed's first step, Standard for only 7 days, cannot be built: S3 refuses a
+    transition to STANDARD_IA before day 30 ([T], [A]). So raw batch files stay in
+    Standard for 30 days (the seed's hot first week included), then IA, and Glacier
+    from day 90, the earliest S3 allows after IA at 30 (GLACIER at least 30 days after
+    STANDARD_IA, [T]); the same pair of days as the S3 documentation's own example [E].
+
+    Objects under 128 KB are not transitioned ([M], ``TRANSITION_DEFAULT_MINIMUM_OBJECT_SIZE``):
+    a raw batch of 100 readings is about 30 KB, 2-3 KB gzipped, so at the default
+    ``BATCH_SIZE`` these rules move nothing and raw files stay in Standard. That is the
+    cheaper place for them (IA bills each object as at least 128 KB, Glacier adds 40 KB
+    per object, and every transition is a billed request); the tiers pay off once batch
+    files are larger (a larger ``BATCH_SIZE``, or hourly compaction).
+
+    ``aggregated/`` holds one JSON file per hour, about 0.8 KB per vehicle (8 KB for 10
+    vehicles, so 70 MB a year; 7 GB a year for 1,000), and it is what dashboards and
+    reports read: IA would bill every read and a 128 KB minimum size, Glacier would need a
+    restore before each read, so aggregates stay in Standard, where even 1,000 vehicles'
+    cost cents a month.
+
+    No Expiration: raw readings are the only copy of the data (aggregates are derived
+    from them), and how long to keep them is a retention decision the seed does not make.
+    Whoever adds one must let it fall at least 90 days after the Glacier transition
+    (Glacier's minimum storage duration [C]), which ``check_lifecycle_rules`` enforces.
+    """
+    return [
+        {
+            "ID": "raw-standard-ia-30d-glacier-90d",
+            "Status": "Enabled",
+            "Filter": {"Prefix": S3_RAW_PREFIX},
+            "Transitions": [
+                {"Days": STANDARD_IA_AFTER_DAYS, "StorageClass": "STANDARD_IA"},
+                {"Days": GLACIER_AFTER_DAYS, "StorageClass": "GLACIER"},
+            ],
+        },
+        {
+            "ID": "abort-incomplete-multipart-uploads-7d",
+            "Status": "Enabled",
+            "Filter": {"Prefix": ""},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_MULTIPART_AFTER_DAYS},
+        },
+    ]
+
+
+def check_lifecycle_rules(rules: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What in ``rules`` real S3 would refuse, or bill as an early deletion; empty when nothing.
+
+    moto accepts lifecycle rules that S3 refuses, so the tests run our rules through this
+    instead. It checks what the documents above state: rule IDs unique and at most 255
+    characters, a Status, exactly one of Filter and (legacy) Prefix, at least one action
+    ([A]); transitions by Days only, down S3's waterfall, on distinct days, IA classes no
+    earlier than day 30 and nothing leaving an IA class within 30 days ([T]); Expiration
+    after the last transition ("'Days' in the expiration action must be ... greater than
+    that in the transition action", S3's InvalidArgument) and no earlier than that class's
+    minimum storage duration ([C], S3 accepts it but bills the rest of the minimum).
+
+    The API reference words the IA minimum as "greater than 30" [A]; the user guide [T]
+    and S3 itself accept 30, as its own example does [E].
+    """
+    problems: list[str] = []
+    ids = [rule.get("ID") for rule in rules]
+    problems.extend(f"rule ID {rule_id!r} is used by more than one rule" for rule_id in _duplicates(ids))
+    for index, rule in enumerate(rules):
+        name = rule.get("ID") or f"rule #{index}"
+        problems.extend(f"{name}: {problem}" for problem in _check_rule(rule))
+    return problems
+
+
+def _duplicates(ids: Sequence[object]) -> list[object]:
+    seen: set[object] = set()
+    repeated: list[object] = []
+    for rule_id in ids:
+        if rule_id is not None and rule_id in seen and rule_id not in repeated:
+            repeated.append(rule_id)
+        seen.add(rule_id)
+    return repeated
+
+
+def _check_rule(rule: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    if len(str(rule.get("ID", ""))) > MAX_RULE_ID_CHARS:
+        problems.append(f"ID is longer than {MAX_RULE_ID_CHARS} characters")
+    if rule.get("Status") not in ("Enabled", "Disabled"):
+        problems.append("Status must be Enabled or Disabled")
+    if ("Filter" in rule) == ("Prefix" in rule):
+        problems.append("needs exactly one of Filter and Prefix")
+    if not any(action in rule for action in LIFECYCLE_ACTIONS):
+        problems.append("has no action")
+    transition_problems, transitions = _check_transitions(rule.get("Transitions", []))
+    problems.extend(transition_problems)
+    if "Expiration" in rule:
+        problems.extend(_check_expiration(rule["Expiration"], transitions))
+    return problems
+
+
+def _check_transitions(transitions: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[tuple[int, str]]]:
+    """Problems of one rule's transitions, and its valid ones as (days, storage class) in order."""
+    problems: list[str] = []
+    timed: list[tuple[int, str]] = []
+    for transition in transitions:
+        storage_class, days = transition.get("StorageClass"), transition.get("Days")
+        if storage_class not in TRANSITION_ORDER:
+            problems.append(f"cannot transition to storage class {storage_class!r}")
+        elif not isinstance(days, int) or isinstance(days, bool) or days < 0:
+            problems.append(f"{storage_class} transition needs Days, a whole number >= 0 (Date is not used here)")
+        else:
+            if storage_class in IA_CLASSES and days < IA_MIN_DAYS:
+                problems.append(f"{storage_class} at day {days}: S3 refuses IA transitions before day {IA_MIN_DAYS}")
+            timed.append((days, storage_class))
+    timed.sort()
+    for (days, storage_class), (next_days, next_class) in itertools.pairwise(timed):
+        if next_days == days:
+            problems.append(f"{storage_class} and {next_class} are both at day {days}")
+        elif TRANSITION_ORDER.index(next_class) <= TRANSITION_ORDER.index(storage_class):
+            problems.append(
+                f"{storage_class} (day {days}) -> {next_class} (day {next_days}) goes against S3's waterfall"
+            )
+        elif storage_class in IA_CLASSES and next_days - days < IA_MIN_DAYS:
+            problems.append(
+                f"{next_class} at day {next_days} is {next_days - days} days after {storage_class}: "
+                f"S3 requires at least {IA_MIN_DAYS}"
+            )
+    return problems, timed
+
+
+def _check_expiration(expiration: Mapping[str, Any], transitions: Sequence[tuple[int, str]]) -> list[str]:
+    days = expiration.get("Days")
+    if days is None:  # a Date, or ExpiredObjectDeleteMarker: not checked here
+        return []
+    if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+        return ["Expiration Days must be a whole number >= 1"]
+    if not transitions:
+        return []
+    last_days, last_class = transitions[-1]
+    if days <= last_days:
+        return [f"expires at day {days}, not after its last transition ({last_class} at day {last_days})"]
+    if days - last_days < MIN_STORAGE_DAYS[last_class]:
+        return [
+            f"expires {days - last_days} days after moving to {last_class}, whose minimum storage duration is "
+            f"{MIN_STORAGE_DAYS[last_class]} days: S3 bills the rest as an early deletion"
+        ]
+    return []
+
+
+def provision_bucket(settings: CommonSettings, client: SyncS3Client | None = None) -> str:
+    """Create (or bring up to date) the bucket ``S3_BUCKET`` names; return its name.
+
+    In this order: the bucket (in the settings' region), all public access blocked,
+    object ownership BucketOwnerEnforced (ACLs off), default encryption SSE-S3 (AES256),
+    the lifecycle rules of :func:`lifecycle_rules`. A bucket we own already is fine
+    (``BucketAlreadyOwnedByYou``, or in us-east-1 a plain success); its settings are
+    put again, which repairs whatever was changed by hand. Raises ``ValueError`` when
+    ``S3_BUCKET`` is unset or the lifecycle rules are ones S3 would refuse, and
+    ``RuntimeError`` when another account owns a bucket of that name.
+    """
+    bucket = settings.s3_bucket
+    if not bucket:
+        raise ValueError("S3_BUCKET is not set: there is no bucket to provision")
+    rules = lifecycle_rules()
+    if problems := check_lifecycle_rules(rules):
+        raise ValueError("lifecycle rules that real S3 would refuse or bill: " + "; ".join(problems))
+    s3 = client or sync_client("s3", settings)
+    _create_bucket(s3, bucket, settings.aws_default_region)
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_ownership_controls(
+        Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    )
+    # BucketKeyEnabled only matters for SSE-KMS (fewer KMS calls); with SSE-S3 it is inert
+    # but keeps the bucket right if someone switches it to a KMS key.
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}]
+        },
+    )
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={"Rules": rules},
+        TransitionDefaultMinimumObjectSize=TRANSITION_DEFAULT_MINIMUM_OBJECT_SIZE,
+    )
+    log.info("bucket %s: public access blocked, SSE-S3, lifecycle %s", bucket, [rule.get("ID") for rule in rules])
+    return bucket
+
+
+def _create_bucket(s3: SyncS3Client, bucket: str, region: str) -> None:
+    try:
+        if region == REGION_WITHOUT_LOCATION_CONSTRAINT:
+            s3.create_bucket(Bucket=bucket)
+        else:
+            location = cast("BucketLocationConstraintType", region)
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": location})
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        log.info("bucket %s exists; settings put again", bucket)
+        return
+    except s3.exceptions.BucketAlreadyExists as exc:
+        raise RuntimeError(f"bucket name {bucket!r} is taken by another AWS account; choose another S3_BUCKET") from exc
+    log.info("created bucket %s in %s", bucket, region)
