@@ -1,10 +1,10 @@
 """`make demo`: the whole pipeline on the embedded AWS, then a summary; non-zero if a reading is lost.
 
-Starts moto's server on 127.0.0.1:4566, creates the queues, starts the receiver on
-port 8000 and the consumer, runs the simulator, waits until every accepted reading is
-on disk, aggregates every hour the readings touched, prints a summary and stops
-everything it started. Data goes to DATA_DIR (``data`` by default), logs to
-``DATA_DIR/logs``.
+Starts moto's server on 127.0.0.1:4566, creates the queues and the bucket (S3_BUCKET,
+``telemetry-dev`` by default), starts the receiver on port 8000 and the consumer, runs
+the simulator, waits until every accepted reading is on disk and every batch file in
+S3, aggregates every hour the readings touched, prints a summary and stops everything
+it started. Data goes to DATA_DIR (``data`` by default), logs to ``DATA_DIR/logs``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ if str(REPO_ROOT) not in sys.path:
 from scripts.disk_index import DiskIndex  # noqa: E402
 from scripts.embedded_stack import EmbeddedStack, StackConfig, exit_on_sigterm  # noqa: E402
 from scripts.load_test import percentiles, wait_persisted  # noqa: E402
-from src.common.layout import aggregated_file_name, hour_label  # noqa: E402
+from src.common.aws import sync_client  # noqa: E402
+from src.common.layout import S3_AGGREGATED_PREFIX, aggregated_file_name, hour_label, s3_batch_name  # noqa: E402
 from src.common.schema import NaturalKey, parse_timestamp  # noqa: E402
 from src.common.settings import GeneratorSettings  # noqa: E402
 
@@ -40,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, help="default: DATA_DIR")
     parser.add_argument("--persist-timeout", type=float, default=60.0)
     return parser.parse_args(argv)
+
+
+DEFAULT_BUCKET = "telemetry-dev"
 
 
 def say(message: str) -> None:
@@ -78,6 +82,21 @@ def aggregate_hours(stack: EmbeddedStack, index: DiskIndex, keys: set[NaturalKey
     return paths
 
 
+def wait_uploaded(stack: EmbeddedStack, files: set[Path], timeout_s: float) -> set[Path]:
+    """Wait until S3 holds every one of ``files`` (by batch file name); those still missing."""
+    assert stack.config.s3_bucket is not None
+    s3 = sync_client("s3", stack.settings())
+    deadline = time.monotonic() + timeout_s
+    while True:
+        in_s3: set[str] = set()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.config.s3_bucket, Prefix="raw/"):
+            in_s3.update(name for item in page.get("Contents", []) if (name := s3_batch_name(item["Key"])))
+        missing = {path for path in files if path.name not in in_s3}
+        if not missing or time.monotonic() > deadline:
+            return missing
+        time.sleep(0.2)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     exit_on_sigterm()
@@ -89,10 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         api_key=settings.first_api_key or secrets.token_hex(16),
         moto_port=args.moto_port,
         receiver_port=args.receiver_port,
+        s3_bucket=settings.s3_bucket or DEFAULT_BUCKET,
     )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="demo-") as tmp, EmbeddedStack(config) as stack:
         say(f"embedded AWS at {stack.aws_endpoint}, receiver at {stack.receiver_url}, consumer running")
+        say(f"S3 tier on: batch files are copied to s3://{config.s3_bucket}/raw/")
         say(f"data in {data_dir}, logs in {config.log_dir}")
         index = DiskIndex(data_dir / "raw")
         index.refresh()
@@ -101,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         missing = wait_persisted(index, set(accepted), args.persist_timeout)
         found = set(accepted) - missing
         e2e = percentiles([index.durable_ms[k] - accepted[k] for k in found])
-        aggregates = aggregate_hours(stack, index, found, data_dir)
         files = index.files_holding(found)
+        not_uploaded = wait_uploaded(stack, files, args.persist_timeout)
+        aggregates = aggregate_hours(stack, index, found, data_dir)
     print()
     print("Pipeline demo summary")
     print(f"  sent       {sim.get('sent', 0)}")
@@ -111,14 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  lost       {len(missing)}")
     print(f"  end-to-end latency ms  P50 {e2e['p50']}  P95 {e2e['p95']}  P99 {e2e['p99']}")
     print(f"  batch files written    {len(files)}")
+    print(f"  batch files in S3      {len(files) - len(not_uploaded)}  (s3://{config.s3_bucket}/raw/)")
     for path in aggregates:
         print(f"  aggregate  {path}")
+        print(f"             s3://{config.s3_bucket}/{S3_AGGREGATED_PREFIX}{path.name}")
     print(f"  took {time.perf_counter() - started:.1f} s")
     if missing:
         print(f"FAILED: {len(missing)} accepted readings are not on disk", file=sys.stderr)
         return 1
     if not accepted:
         print("FAILED: the receiver accepted no reading", file=sys.stderr)
+        return 1
+    if not_uploaded:
+        print(f"FAILED: {len(not_uploaded)} batch files are not in S3", file=sys.stderr)
         return 1
     return 0
 

@@ -28,6 +28,7 @@ import secrets
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -266,6 +267,36 @@ def print_cpu_shares(shares: dict[str, float], wall_s: float, when: str) -> None
     progress(f"CPU seconds per second {when} ({wall_s:.1f} s, {os.cpu_count()} cores): {listed}")
 
 
+def consumer_counters(port: int) -> dict[str, float]:
+    """The upload counters one consumer's /metrics shows."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    wanted = {"consumer_uploads_total", "consumer_uploads_pending", "consumer_upload_failures_total"}
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in wanted
+    }
+
+
+def wait_uploads(ports: list[int], timeout_s: float) -> dict[str, int]:
+    """Wait until no consumer has uploads pending; files uploaded, still pending and failed calls."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        counters = [consumer_counters(port) for port in ports]
+        pending = int(sum(c.get("consumer_uploads_pending", 0) for c in counters))
+        if pending == 0 or time.monotonic() > deadline:
+            return {
+                "files": int(sum(c.get("consumer_uploads_total", 0) for c in counters)),
+                "pending": pending,
+                "failures": int(sum(c.get("consumer_upload_failures_total", 0) for c in counters)),
+            }
+        time.sleep(0.5)
+
+
 def progress(message: str) -> None:
     print(f"[load_test] {message}", file=sys.stderr, flush=True)
 
@@ -288,6 +319,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, help="latency plot (PNG); default: --report-json's path with .png")
     parser.add_argument("--receiver-workers", type=int, default=1, help="--embedded: uvicorn worker processes")
     parser.add_argument("--consumers", type=int, default=1, help="--embedded: consumer processes")
+    parser.add_argument(
+        "--s3-bucket", help="--embedded: turn the S3 tier on with this bucket (consumers upload every batch file)"
+    )
     args = parser.parse_args(argv)
     if args.messages <= 0 or args.rate <= 0 or args.batch_size <= 0 or args.vehicles <= 0:
         parser.error("--messages, --rate, --batch-size and --vehicles must be positive")
@@ -312,10 +346,14 @@ def main(argv: list[str] | None = None) -> int:
                 api_key=secrets.token_hex(16),
                 consumers=args.consumers,
                 receiver_workers=args.receiver_workers,
+                s3_bucket=args.s3_bucket,
             )
             with EmbeddedStack(config) as stack:
                 progress(f"embedded stack up: receiver {stack.receiver_url}, AWS {stack.aws_endpoint}")
                 report = run_load_test(args, stack.receiver_url, config.api_key, config.data_dir, stack.cpu_seconds)
+                if args.s3_bucket:
+                    report["s3_uploads"] = wait_uploads(list(stack.metrics_ports.values()), args.persist_timeout)
+                    progress(f"S3 uploads: {report['s3_uploads']}")
     else:
         settings = GeneratorSettings()
         api_key = settings.first_api_key

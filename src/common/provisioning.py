@@ -99,7 +99,7 @@ def _ensure(sqs: SyncSQSClient, name: str, attributes: dict[str, str]) -> str:
 REGION_WITHOUT_LOCATION_CONSTRAINT = "us-east-1"  # CreateBucket there takes no LocationConstraint
 
 STANDARD_IA_AFTER_DAYS = 30  # [T], [A]: S3 refuses STANDARD_IA/ONEZONE_IA before day 30
-GLACIER_AFTER_DAYS = 90  # [T]: at least 30 days after STANDARD_IA; S3 refuses less
+GLACIER_AFTER_DAYS = 90  # the seed's day; [T] needs it at least 30 days after STANDARD_IA (day 60 here)
 ABORT_MULTIPART_AFTER_DAYS = 7  # parts of an upload nobody finished are billed until removed
 
 # Objects smaller than 128 KB are not transitioned at all under this setting (S3's default,
@@ -145,7 +145,7 @@ def lifecycle_rules() -> list[LifecycleRuleTypeDef]:
     The seed's first step, Standard for only 7 days, cannot be built: S3 refuses a
     transition to STANDARD_IA before day 30 ([T], [A]). So raw batch files stay in
     Standard for 30 days (the seed's hot first week included), then IA, and Glacier
-    from day 90, the earliest S3 allows after IA at 30 (GLACIER at least 30 days after
+    from the seed's day 90 (S3 would allow day 60: GLACIER at least 30 days after
     STANDARD_IA, [T]); the same pair of days as the S3 documentation's own example [E].
 
     Objects under 128 KB are not transitioned ([M], ``TRANSITION_DEFAULT_MINIMUM_OBJECT_SIZE``):
