@@ -24,19 +24,19 @@ differently; rows keep the order of their lines, whichever reader read them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from operator import itemgetter
-from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import orjson
 
 from src.aggregator.fastlines import PADDING, Vocabulary, parse_block
 from src.aggregator.records import Record, SkippedLine, instant_us, parse_line
+from src.aggregator.sources import Readable, Source, open_in_turn
 from src.common.schema import SIGNALS
 
 ROW = np.dtype([("ts", "<i8"), ("vehicle", "<i4"), ("can", "<i4"), ("values", "<f8", (len(SIGNALS),))])
@@ -57,9 +57,9 @@ _STR_TYPES = frozenset((str,))
 
 @dataclass(frozen=True)
 class Vanished:
-    """A file listed for the hour that was gone when its turn came (e.g. moved to S3)."""
+    """A file (or S3 object) listed for the hour that was gone when its turn came (e.g. moved to S3)."""
 
-    path: Path
+    source: Source
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ class Chunk:
     vehicles: list[str]
     cans: list[str]
     files_read: int = 0
+    bytes_read: int = 0  # of the files read, as stored (compressed, for a compressed object)
     lines_read: int = 0
     lines_skipped: int = 0
     events: list[Vanished | Skip] = field(default_factory=list)
@@ -113,7 +114,7 @@ class Chunk:
 class _Piece:
     """A block of one file's lines (the last may lack its line break: then ``terminated`` is False)."""
 
-    path: Path
+    path: Source
     data: bytes
     terminated: bool
     opens_file: bool
@@ -155,7 +156,7 @@ class _Builder:
         columns = Columns(ts, self.vehicles.encode_names(vehicle_ids), self.cans.encode_names(can_ids), values)
         self.parts.append((np.asarray(positions, np.int64), columns))
 
-    def skip(self, path: Path, number: int, reason: str) -> None:
+    def skip(self, path: Source, number: int, reason: str) -> None:
         self.chunk.lines_skipped += 1
         if self.chunk.lines_skipped <= MAX_REPORTED_SKIPS:
             self.chunk.events.append(Skip(path.name, number, reason))
@@ -175,34 +176,39 @@ def no_readings() -> Columns:
     return Columns(np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int32), np.empty((0, len(SIGNALS))))
 
 
-def parse_files(paths: Sequence[Path], block_bytes: int = BLOCK_BYTES, batch_bytes: int = BATCH_BYTES) -> Chunk:
-    """The readings of ``paths`` (in order) as one :class:`Chunk`; runs in a worker process."""
+def parse_files(paths: Sequence[Source], block_bytes: int = BLOCK_BYTES, batch_bytes: int = BATCH_BYTES) -> Chunk:
+    """The readings of ``paths`` (files or S3 objects, in order) as one :class:`Chunk`; runs in a worker process.
+
+    Raises :class:`~src.aggregator.sources.SourceUnreadable` if one cannot be read completely.
+    """
     builder = _Builder()
     batch: list[_Piece] = []
     batched = 0
-    for path in paths:
-        try:
-            handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
-        except FileNotFoundError:  # removed between listing and reading (e.g. moved to S3)
-            _read_batch(batch, builder)  # so that events stay in file order
-            batch, batched = [], 0
-            builder.chunk.events.append(Vanished(path))
-            continue
-        builder.chunk.files_read += 1
-        with handle:
-            for number, data in enumerate(line_blocks(handle, block_bytes)):
-                batch.append(_Piece(path, data, data.endswith(b"\n"), opens_file=number == 0))
-                batched += len(data)
-                if batched >= batch_bytes:
-                    _read_batch(batch, builder)
-                    batch, batched = [], 0
+    with closing(open_in_turn(paths)) as opened_in_turn:
+        for path, opened in opened_in_turn:
+            if opened is None:  # removed between listing and reading (e.g. moved to S3)
+                _read_batch(batch, builder)  # so that events stay in file order
+                batch, batched = [], 0
+                builder.chunk.events.append(Vanished(path))
+                continue
+            builder.chunk.files_read += 1
+            builder.chunk.bytes_read += opened.stored_bytes
+            try:
+                for number, data in enumerate(line_blocks(opened.handle, block_bytes, opened.size)):
+                    batch.append(_Piece(path, data, data.endswith(b"\n"), opens_file=number == 0))
+                    batched += len(data)
+                    if batched >= batch_bytes:
+                        _read_batch(batch, builder)
+                        batch, batched = [], 0
+            finally:
+                opened.handle.close()
     _read_batch(batch, builder)
     return builder.finish()
 
 
-def line_blocks(handle: BinaryIO, block_bytes: int) -> Iterator[bytes]:
-    """The file's content in pieces that end at a line break (the last one may not)."""
-    if os.fstat(handle.fileno()).st_size <= block_bytes:  # the usual batch file: one read of the right size
+def line_blocks(handle: Readable, block_bytes: int, size: int | None = None) -> Iterator[bytes]:
+    """The content in pieces that end at a line break (the last one may not); ``size``: the content's, if known."""
+    if size is not None and size <= block_bytes:  # the usual batch file: one read of the right size
         data = handle.read()
         if data:
             yield data

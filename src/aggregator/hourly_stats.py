@@ -3,6 +3,14 @@
 ``python -m src.aggregator.hourly_stats [--hour YYYY-MM-DDTHH] [--source local|s3]``
 (default: the previous full UTC hour; run from cron at ``5 * * * *``).
 
+``--source local`` (the default) reads ``DATA_DIR/raw/<hour partition>/``; ``--source s3``
+reads the same partition's objects under ``s3://$S3_BUCKET/raw/`` (gzip-compressed
+``.jsonl.gz`` ones too), streamed, never copied to disk (:mod:`src.aggregator.sources`).
+Either way the same files give the same bytes. With ``S3_BUCKET`` set, the aggregate is
+then also uploaded to ``s3://$S3_BUCKET/aggregated/``. Exit status: 0 done, 1 an input or
+the upload failed (nothing claimed: no aggregate is written from a partly read hour),
+2 usage (``--source s3`` without ``S3_BUCKET``).
+
 The work is three steps with a pure core in the middle:
 
 1. the hour's batch files are read by one worker process per CPU, each turning a run of
@@ -25,7 +33,8 @@ millions of lines, and these checks are all the statistics need.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import base64
+import hashlib
 import logging
 import math
 import multiprocessing
@@ -33,6 +42,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,8 +57,18 @@ import orjson
 from src.aggregator.columnar import Chunk, Skip, Vanished, chunks_of_records, parse_files
 from src.aggregator.records import Record, SkippedLine, canonical_timestamp, parse_line
 from src.aggregator.rollup import BUCKET_ROWS, MEMORY_ROWS, RowStore, ranks, reduce_rows
+from src.aggregator.sources import S3Bucket, Source, SourceUnreadable, list_s3_hour, planned_bytes
 from src.common.files import write_atomically
-from src.common.layout import aggregated_file_name, batch_files, hour_label, parse_hour_label, previous_full_hour
+from src.common.layout import (
+    aggregated_file_name,
+    batch_files,
+    hour_label,
+    parse_hour_label,
+    previous_full_hour,
+    raw_hour_dir,
+    s3_aggregated_key,
+    s3_hour_prefix,
+)
 from src.common.logs import configure_logging
 from src.common.schema import SIGNALS, format_timestamp
 from src.common.settings import AggregatorSettings
@@ -56,9 +76,12 @@ from src.common.settings import AggregatorSettings
 __all__ = [
     "MAX_LOGGED_SKIPS",
     "HourAggregate",
+    "Input",
     "Quality",
     "Record",
+    "S3Bucket",
     "SkippedLine",
+    "SourceUnreadable",
     "VehicleStats",
     "aggregate",
     "aggregate_hour",
@@ -66,12 +89,14 @@ __all__ = [
     "main",
     "parse_line",
     "stream_records",
+    "upload_aggregate",
     "write_aggregate",
 ]
 
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 AVG_DECIMALS = 6
 """Averages are rounded (well below any signal's resolution) so they print compactly; min and max are stored values."""
@@ -113,12 +138,29 @@ class VehicleStats:
 
 
 @dataclass
+class Input:
+    """Where the hour was read from and how much of it: for the log and the summary, not the document."""
+
+    source: str = "records"  # "local", "s3", or records handed to aggregate()
+    location: str = ""  # the hour's directory or S3 prefix
+    listed: int = 0  # batch files (objects) listed
+    files_read: int = 0
+    bytes_read: int = 0  # as stored: compressed objects count compressed
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        files = "objects" if self.source == "s3" else "files"
+        return f"{self.files_read} {files} ({self.bytes_read:,} bytes) from {self.location}"
+
+
+@dataclass
 class HourAggregate:
     """The result of :func:`aggregate`: statistics per vehicle plus the input's quality."""
 
     hour: datetime
     vehicles: dict[str, VehicleStats] = field(default_factory=dict)
     quality: Quality = field(default_factory=Quality)
+    input: Input = field(default_factory=Input)
 
     def to_document(self) -> dict[str, Any]:
         """The seed's aggregated schema (4.3), vehicles sorted by id, plus ``quality``."""
@@ -171,7 +213,7 @@ def aggregate(records: Iterable[Record], hour: datetime, quality: Quality | None
 
 
 def aggregate_hour(
-    raw_dir: Path,
+    raw: Path | S3Bucket,
     aggregated_dir: Path,
     hour: datetime,
     *,
@@ -180,34 +222,49 @@ def aggregate_hour(
     memory_rows: int = MEMORY_ROWS,
     bucket_rows: int = BUCKET_ROWS,
 ) -> tuple[Path, HourAggregate]:
-    """Read, aggregate and write one hour from the local tier.
+    """Read, aggregate and write one hour from the local tier (``raw``: its ``raw/`` directory) or from S3.
 
     ``workers`` processes read the files (default: one per CPU this process may use);
     past ``memory_rows`` readings, rows are spilled to buckets of about ``bucket_rows``
-    in a temporary directory under ``aggregated_dir``. None of these change the result.
+    in a temporary directory under ``aggregated_dir``. None of these change the result,
+    nor does the source: the same files, local or in S3, compressed or not, give the same
+    bytes. Raises :class:`SourceUnreadable` (writing nothing) if the hour cannot be read completely.
     """
+    started = time.perf_counter()
     result = HourAggregate(hour)
     quality = result.quality
-    tasks = plan_tasks(batch_files(raw_dir, hour), task_bytes)
+    sources: Sequence[Source]
+    if isinstance(raw, S3Bucket):
+        result.input = Input("s3", raw.url(s3_hour_prefix(hour)))
+        sources = list_s3_hour(raw, hour)
+    else:
+        result.input = Input("local", str(raw_hour_dir(raw, hour)))
+        sources = batch_files(raw, hour)
+    result.input.listed = len(sources)
+    log.info("hour %s: reading %d batch files from %s", hour_label(hour), len(sources), result.input.location)
+    tasks = plan_tasks(sources, task_bytes)
     total_bytes = sum(size for _, size in tasks) or 1
     read_bytes = 0
     with RowStore(aggregated_dir, memory_rows, bucket_rows) as store:
         for (_, size), chunk in zip(tasks, read_chunks([paths for paths, _ in tasks], workers), strict=True):
             read_bytes += size
             _count(chunk, quality)
+            result.input.files_read += chunk.files_read
+            result.input.bytes_read += chunk.bytes_read
             store.add(chunk.readings, chunk.vehicles, chunk.cans, read_bytes / total_bytes)
         _roll_up(store, result)
+    result.input.seconds = time.perf_counter() - started
+    log.info("hour %s: read %s in %.2f s", hour_label(hour), result.input.describe(), result.input.seconds)
     return write_aggregate(result, aggregated_dir), result
 
 
-def plan_tasks(files: Sequence[Path], task_bytes: int) -> list[tuple[list[Path], int]]:
+def plan_tasks(files: Sequence[Source], task_bytes: int) -> list[tuple[list[Source], int]]:
     """Runs of consecutive files of about ``task_bytes`` each, with their sizes (file order kept)."""
-    tasks: list[tuple[list[Path], int]] = []
-    current: list[Path] = []
+    tasks: list[tuple[list[Source], int]] = []
+    current: list[Source] = []
     size = 0
     for path in files:
-        with contextlib.suppress(FileNotFoundError):  # the reader reports it
-            size += path.stat().st_size
+        size += planned_bytes(path)
         current.append(path)
         if size >= task_bytes:
             tasks.append((current, size))
@@ -224,7 +281,7 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def read_chunks(tasks: Sequence[Sequence[Path]], workers: int | None = None) -> Iterator[Chunk]:
+def read_chunks(tasks: Sequence[Sequence[Source]], workers: int | None = None) -> Iterator[Chunk]:
     """:func:`~src.aggregator.columnar.parse_files` of every task, in task order, on ``workers`` processes.
 
     At most two tasks per worker are in flight, so finished chunks never pile up in
@@ -271,7 +328,7 @@ def _count(chunk: Chunk, quality: Quality) -> None:
     quality.lines_skipped += chunk.lines_skipped
     for event in chunk.events:
         if isinstance(event, Vanished):
-            log.warning("%s vanished before it could be read; skipped", event.path)
+            log.warning("%s vanished before it could be read; skipped", event.source)
         elif isinstance(event, Skip):
             skipped_before += 1
             if skipped_before <= MAX_LOGGED_SKIPS:
@@ -310,6 +367,29 @@ def write_aggregate(result: HourAggregate, aggregated_dir: Path) -> Path:
     return target
 
 
+class UploadFailed(RuntimeError):
+    """The aggregate is written locally but could not be put in S3."""
+
+
+def upload_aggregate(bucket: S3Bucket, path: Path, hour: datetime) -> str:
+    """Put the written aggregate's bytes at ``aggregated/…`` in ``bucket``, verified by S3 (Content-MD5); its URL.
+
+    Raises :class:`UploadFailed` if S3 refuses it or cannot be reached (after botocore's retries).
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    data = path.read_bytes()  # exactly what the local file holds
+    key = s3_aggregated_key(hour)
+    digest = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+    try:
+        bucket.client().put_object(
+            Bucket=bucket.name, Key=key, Body=data, ContentType="application/json", ContentMD5=digest
+        )
+    except (BotoCoreError, ClientError) as exc:
+        raise UploadFailed(f"cannot upload {path} to {bucket.url(key)}: {exc}") from None
+    return bucket.url(key)
+
+
 def summary(result: HourAggregate) -> str:
     q = result.quality
     if not result.vehicles:
@@ -317,8 +397,8 @@ def summary(result: HourAggregate) -> str:
     else:
         head = f"hour {hour_label(result.hour)}: {q.readings} readings from {len(result.vehicles)} vehicles"
     return (
-        f"{head} (files={q.files_read} lines={q.lines_read} duplicates_dropped={q.duplicates_dropped} "
-        f"lines_skipped={q.lines_skipped})"
+        f"{head} (source={result.input.source}: {result.input.describe()}; files={q.files_read} "
+        f"lines={q.lines_read} duplicates_dropped={q.duplicates_dropped} lines_skipped={q.lines_skipped})"
     )
 
 
@@ -340,13 +420,26 @@ def main(argv: Sequence[str] | None = None, now: Callable[[], datetime] = lambda
     args = parse_args(argv)
     settings = AggregatorSettings()
     configure_logging(settings.log_level, settings.log_format)
-    if args.source == "s3":
-        state = "S3_BUCKET unset" if settings.s3_bucket is None else "not implemented in this version"
-        print(f"error: --source s3: the S3 tier is not available yet ({state})", file=sys.stderr)
+    if args.source == "s3" and settings.s3_bucket is None:
+        print("error: --source s3: S3_BUCKET unset (it names the bucket holding raw/ and aggregated/)", file=sys.stderr)
         return EXIT_USAGE
+    bucket = S3Bucket(settings.s3_bucket, settings) if settings.s3_bucket else None
     hour: datetime = args.hour or previous_full_hour(now())
-    path, result = aggregate_hour(settings.raw_dir, settings.aggregated_dir, hour)
+    try:
+        path, result = aggregate_hour(
+            bucket if bucket and args.source == "s3" else settings.raw_dir, settings.aggregated_dir, hour
+        )
+    except SourceUnreadable as exc:
+        print(f"error: hour {hour_label(hour)} not aggregated, nothing written: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        uploaded = upload_aggregate(bucket, path, hour) if bucket else None
+    except UploadFailed as exc:
+        print(f"error: {exc} (the local file stands; a rerun writes and uploads the same bytes)", file=sys.stderr)
+        return EXIT_FAILED
     print(path)
+    if uploaded:
+        print(uploaded)
     print(summary(result))
     return EXIT_OK
 

@@ -194,15 +194,17 @@ def test_default_clock_is_utc_now() -> None:
     assert len(list(AggregatorSettings().aggregated_dir.glob("aggregated-*.json"))) == 1
 
 
-def test_source_s3_exits_2_until_the_s3_tier_exists(
+def test_source_s3_without_a_bucket_is_a_usage_error(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Asking for S3 must fail clearly, not silently aggregate the local tier instead."""
+    """Asking for S3 without S3_BUCKET must fail clearly (exit 2), not silently aggregate the local tier instead."""
+    write_batch("batch-1760893200000.jsonl", [record("veh-00001", 1)])
     assert main(["--source", "s3", "--hour", "2025-10-19T17"]) == 2
     assert "S3_BUCKET unset" in capsys.readouterr().err
-    monkeypatch.setenv("S3_BUCKET", "bucket")
-    assert main(["--source", "s3"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+    monkeypatch.setenv("S3_BUCKET", "  ")  # blank is unset
+    assert main(["--source", "s3", "--hour", "2025-10-19T17"]) == 2
+    assert "S3_BUCKET unset" in capsys.readouterr().err
+    assert not AggregatorSettings().aggregated_dir.exists()
 
 
 def test_bad_hour_is_a_usage_error() -> None:
