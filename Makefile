@@ -34,8 +34,11 @@ lint: $(BIN)/.test
 typecheck: $(BIN)/.test
 	$(BIN)/mypy
 
+# Two workers (CI has two cores): the suite waits on the processes it starts about half the
+# time, so two run in ~4.5 minutes what one runs in ~7.5. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
 pytest: $(BIN)/.test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 
 ## The four terminals, by hand (see README): the embedded AWS first.
 aws: $(BIN)/.runtime

@@ -122,6 +122,7 @@ def test_demo_runs_the_whole_pipeline_and_reports_nothing_lost(tmp_path: Path) -
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "lost       0" in result.stdout
     assert "aggregate  " in result.stdout
+    assert "batch files in S3" in result.stdout and "s3://telemetry-dev/aggregated/" in result.stdout
     assert list((tmp_path / "data" / "aggregated").glob("aggregated-*.json"))
 
 
