@@ -56,6 +56,8 @@ BACKPRESSURE_MIN_READINGS = 50_000
 """...or this many, if more. One receive of ten deflated envelopes can bring 30,000
 readings; without the floor that alone exceeds the budget, and the pollers take turns
 instead of keeping SQS's pipe full (50,000 readings are about 75 MB in memory)."""
+MAX_MERGED_READINGS = 20_000
+"""Most readings one flush takes when it absorbs the batches waiting for the disk (~6 MB)."""
 WRITE_RETRY_DELAY_S = 0.5
 UPLOAD_DRAIN_S = 10.0
 """At shutdown, uploads get this long to finish; the rest wait for the next start's catch-up."""
@@ -192,9 +194,14 @@ class Consumer:
     # -- flushing ----------------------------------------------------------------------
 
     async def _dispatch(self) -> None:
-        """Hand each ready batch to its own flush task, at most two writing at a time."""
+        """Hand each ready batch to its own flush task, at most two writing at a time.
+
+        Batches that sealed while both slots were busy join the next one written
+        (:meth:`Batcher.absorb_ready`): one file and one fsync for all of them.
+        """
         while (batch := await self._batcher.next_batch()) is not None:
             await self._flush_slots.acquire()
+            batch = self._batcher.absorb_ready(batch, max(self.settings.batch_size, MAX_MERGED_READINGS))
             task = asyncio.create_task(self._flush(batch), name=f"flush-{batch.batch_id}")
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)

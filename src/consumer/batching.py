@@ -117,6 +117,19 @@ class Batcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
 
+    def absorb_ready(self, batch: Batch, max_readings: int) -> Batch:
+        """``batch`` plus the batches sealed since, in order, up to ``max_readings`` in all.
+
+        Called by the writer when a disk slot frees up: batches that sealed while every
+        slot was busy are written as one, so under load the number of files, fsyncs and
+        delete calls per reading falls instead of the backlog growing; at low load
+        nothing is waiting and each batch is written on its own as soon as it seals.
+        """
+        while self._ready and batch.readings + self._ready[0].readings <= max_readings:
+            for message in self._ready.popleft().messages:
+                batch.append(message)
+        return batch
+
     def _seal(self) -> None:
         if self._current is not None:
             self._ready.append(self._current)

@@ -117,3 +117,30 @@ async def test_add_returns_the_batch_the_message_joined() -> None:
 def test_batches_get_short_distinct_ids() -> None:
     ids = {Batch().batch_id for _ in range(50)}
     assert len(ids) == 50 and all(len(i) == 6 for i in ids)
+
+
+async def test_batches_waiting_for_the_disk_are_written_as_one_up_to_a_bound() -> None:
+    """Sealed batches join the one being written, in order, while the total stays within the bound."""
+    batcher = Batcher(batch_size=2, timeout_s=60)
+    for name in "abcde":
+        batcher.add(message(2, name))  # five sealed batches of 2 readings
+    first = await asyncio.wait_for(batcher.next_batch(), 5)
+    assert first is not None
+
+    merged = batcher.absorb_ready(first, max_readings=7)
+    assert merged is first and [m.message_id for m in merged.messages] == ["a", "b", "c"]
+    assert merged.readings == 6 and batcher.buffered_readings == 4
+    rest = await asyncio.wait_for(batcher.next_batch(), 5)
+    assert rest is not None and batcher.absorb_ready(rest, max_readings=100).readings == 4
+    assert batcher.buffered_readings == 0
+
+
+async def test_with_nothing_waiting_a_batch_is_written_alone() -> None:
+    """At low load nothing is sealed behind the batch, so absorbing changes nothing."""
+    batcher = Batcher(batch_size=2, timeout_s=60)
+    batcher.add(message(2, "a"))
+    batcher.add(message(1, "b"))  # the open batch is not ready and is never absorbed
+    batch = await asyncio.wait_for(batcher.next_batch(), 5)
+    assert batch is not None
+    assert [m.message_id for m in batcher.absorb_ready(batch, max_readings=100).messages] == ["a"]
+    assert batcher.buffered_readings == 1
