@@ -30,15 +30,6 @@ from tests.unit.test_aggregator_rollup import HOUR, write_hour
 LABEL = "2026-01-01T10"
 
 
-@pytest.fixture
-def bucket(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh bucket of this test's own, named by S3_BUCKET."""
-    name = f"agg-test-{uuid.uuid4().hex[:12]}"
-    sync_client("s3", CommonSettings()).create_bucket(Bucket=name)
-    monkeypatch.setenv("S3_BUCKET", name)
-    return name
-
-
 def s3() -> Any:
     return sync_client("s3", CommonSettings())
 
