@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
 
 GZIP_PLAN_RATIO = 8
 """A gzip-compressed object counts as this many times its size when the hour is split into tasks
-(the consumer's JSONL compresses 6-10x): tasks then hold about as many readings whichever the form."""
+(batch files compress 10-15x, ADR 0002; the lower figure errs towards smaller tasks): tasks then hold
+about as many readings whichever the form."""
 RESUMES = 3
 """How often one object's body is resumed after its connection broke, before the object counts as unreadable."""
 OPEN_AHEAD = 8
