@@ -118,6 +118,7 @@ class FakeQueue:
         self.script = script
         self.receives = 0
         self.deleted: list[str] = []
+        self.attempted: list[str] = []
         self.delete_error = delete_error
 
     async def receive(self) -> list[Any]:
@@ -131,6 +132,7 @@ class FakeQueue:
         return item() if callable(item) else item
 
     async def delete(self, messages: list[ReceivedMessage], batch_id: str) -> DeleteOutcome:
+        self.attempted.extend(m.message_id for m in messages)
         if self.delete_error:
             raise self.delete_error
         self.deleted.extend(m.message_id for m in messages)
@@ -228,7 +230,13 @@ async def test_unexpected_flush_error_is_logged_and_the_consumer_carries_on(
     consumer = consumer_for(queue, tmp_path, [], batch_size=1)
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
-    await wait_for(lambda: caplog.text.count("flush failed unexpectedly") >= 3, "three contained failures")
+    await wait_for(lambda: len(queue.attempted) == 3, "every message's flush to fail")
+    failures = caplog.text.count("flush failed unexpectedly")
+    queue.script.append([raw_message(4)])  # batches ready together share a flush: one more comes after
+    await wait_for(
+        lambda: len(queue.attempted) == 4 and caplog.text.count("flush failed unexpectedly") == failures + 1,
+        "a flush after the failures",
+    )
     stop.set()
     await asyncio.wait_for(task, 30)
     assert "RuntimeError: boom" in caplog.text

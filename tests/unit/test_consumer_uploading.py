@@ -29,7 +29,7 @@ from src.common.settings import CommonSettings
 from src.consumer import metrics
 from src.consumer.metrics import ConsumerCollector, ConsumerStats, LatencyHistogram, UploadStats, serve_metrics
 from src.consumer.uploading import Uploader, read_body
-from tests.unit.test_consumer_service import consuming, eventually, reading, send, settings
+from tests.unit.test_consumer_service import consuming, eventually, reading, send, settings, stored_vehicle_ids
 
 HOUR = datetime(2026, 11, 27, 15, tzinfo=UTC)
 
@@ -206,10 +206,11 @@ async def test_the_consumer_uploads_every_batch_it_made_durable(queues: Queues, 
     send(queues, *(orjson.dumps(reading(i)).decode() for i in range(5)))
     config = settings(batch_size=5)
     async with consuming(config):
-        await eventually(lambda: len(list(raw_dir.rglob("batch-*.jsonl"))) == 1, "the batch file")
-        (local,) = await asyncio.to_thread(lambda: list(raw_dir.rglob("batch-*.jsonl")))
-        await eventually(lambda: key_of(local, raw_dir) in objects(bucket), "its upload")
-    assert gzip.decompress(objects(bucket)[key_of(local, raw_dir)]) == local.read_bytes()
+        await eventually(lambda: len(stored_vehicle_ids(raw_dir.parent)) == 5, "the readings on disk")
+        files = await asyncio.to_thread(lambda: list(raw_dir.rglob("batch-*.jsonl")))
+        await eventually(lambda: {key_of(f, raw_dir) for f in files} <= set(objects(bucket)), "their uploads")
+    stored = objects(bucket)
+    assert all(gzip.decompress(stored[key_of(f, raw_dir)]) == f.read_bytes() for f in files)
 
 
 def free_port() -> int:
