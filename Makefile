@@ -10,10 +10,13 @@ PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 
 .PHONY: demo test lint typecheck pytest aws setup receiver consumer simulate aggregate clean
 
-# Stamp files make re-runs skip installs unless the requirement files changed.
-$(BIN)/.runtime: requirements.txt
+# Stamp files make re-runs skip installs unless the requirement files changed. The pinned
+# set first, then the project itself (editable, so the checkout is what runs) without
+# letting pip resolve anything beyond the pins.
+$(BIN)/.runtime: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) -r requirements.txt
+	$(PIP) --no-deps -e .
 	touch $@
 
 $(BIN)/.test: $(BIN)/.runtime requirements-test.txt

@@ -40,12 +40,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from src.common.layout import batch_file_name, hour_label, parse_hour_label, raw_hour_dir
+from src.common.schema import SIGNALS, format_timestamp
 
-from src.common.layout import batch_file_name, hour_label, parse_hour_label, raw_hour_dir  # noqa: E402
-from src.common.schema import SIGNALS, format_timestamp  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout, for the files this script reads and writes
 
 MANIFEST = "bench-manifest.json"
 PERIOD_MS = 200
@@ -388,7 +386,7 @@ def compare(args: argparse.Namespace, data_dir: Path, scratch: Path, directory: 
     if args.baseline:  # its own DATA_DIR, sharing raw/, so its output does not replace ours
         (scratch / "baseline").mkdir()
         (scratch / "baseline" / "raw").symlink_to(data_dir / "raw")
-        envs["baseline"] = {**env, "DATA_DIR": str(scratch / "baseline"), "PYTHONPATH": str(REPO_ROOT)}
+        envs["baseline"] = {**env, "DATA_DIR": str(scratch / "baseline")}
         commands["baseline"] = [sys.executable, str(args.baseline.resolve()), "--hour", label]
     runs: dict[str, list[Measured]] = {name: [] for name in commands}
     say(f"load average before: {load_average()} ({os.cpu_count()} CPUs)")

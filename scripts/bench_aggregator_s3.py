@@ -22,14 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from src.common.aws import SyncS3Client, sync_client
+from src.common.layout import aggregated_file_name, batch_files, parse_hour_label, s3_aggregated_key, s3_raw_key
+from src.common.settings import CommonSettings
+from src.embedded.stack import free_port
 
-from scripts.embedded_stack import free_port  # noqa: E402
-from src.common.aws import SyncS3Client, sync_client  # noqa: E402
-from src.common.layout import aggregated_file_name, batch_files, parse_hour_label, s3_aggregated_key, s3_raw_key  # noqa: E402
-from src.common.settings import CommonSettings  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout, for the files this script reads and writes
 
 BUCKET = "aggregator-bench"
 

@@ -30,18 +30,14 @@ from pathlib import Path
 
 import orjson
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from scripts.embedded_stack import EmbeddedStack, StackConfig  # noqa: E402
-from src.common.aws import sync_client  # noqa: E402
-from src.common.envelope import SQS_MAX_MESSAGE_BYTES, decode_body, encode_envelope, pack  # noqa: E402
-from src.common.provisioning import provision_queues  # noqa: E402
-from src.common.schema import Reading, StoredReading  # noqa: E402
-from src.common.settings import CommonSettings  # noqa: E402
-from src.generator.battery_model import Fleet  # noqa: E402
-from src.generator.readings import readings, vehicle_ids  # noqa: E402
+from src.common.aws import sync_client
+from src.common.envelope import SQS_MAX_MESSAGE_BYTES, decode_body, encode_envelope, pack
+from src.common.schema import Reading, StoredReading
+from src.common.settings import QueueSettings
+from src.embedded.stack import EmbeddedStack, StackConfig
+from src.generator.battery_model import Fleet
+from src.generator.readings import readings, vehicle_ids
+from src.ops.queues import provision_queues
 
 BILLING_CHUNK_BYTES = 64 * 1024
 USD_PER_MILLION_REQUESTS = 0.40
@@ -116,7 +112,7 @@ def cpu_per_reading_us(seconds: float, readings_count: int) -> float:
     return seconds * 1e6 / readings_count
 
 
-def through_moto(stack: EmbeddedStack, settings: CommonSettings, bodies: list[str]) -> tuple[float, float]:
+def through_moto(stack: EmbeddedStack, settings: QueueSettings, bodies: list[str]) -> tuple[float, float]:
     """Send every body and receive and delete it again; moto's CPU seconds and the wall time it took.
 
     Messages go through in rounds of ``QUEUE_DEPTH``, so the queue stays as short as it is
@@ -141,7 +137,7 @@ def through_moto(stack: EmbeddedStack, settings: CommonSettings, bodies: list[st
     return stack.cpu_seconds()["moto"] - cpu_before, time.perf_counter() - began
 
 
-def measure(stack: EmbeddedStack, settings: CommonSettings, records: list[bytes], variant: Variant) -> Result:
+def measure(stack: EmbeddedStack, settings: QueueSettings, records: list[bytes], variant: Variant) -> Result:
     began = time.process_time()
     bodies = messages_for(records, variant)
     encode_s = time.process_time() - began
@@ -213,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack = EmbeddedStack(config)  # only its moto server: no receiver or consumer to take the messages
         try:
             stack.start_aws()
-            settings = CommonSettings(
+            settings = QueueSettings(
                 aws_endpoint_url=stack.aws_endpoint,
                 aws_default_region="us-east-1",
                 aws_access_key_id="testing",

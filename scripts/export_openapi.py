@@ -14,11 +14,9 @@ from pathlib import Path
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from src.receiver.app import create_app
 
-from src.receiver.app import create_app  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout, for the files this script reads and writes
 
 SPEC_PATH = REPO_ROOT / "docs" / "api-spec.yaml"
 

@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, not installed
-
 from src.generator.battery_model import CAPACITY_VARIANTS_AH, Activity, Fleet
 from src.generator.cell import FloatArray
 

@@ -33,12 +33,8 @@ from typing import Any
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # run from a checkout, not installed
-
-from src.generator import cell as cell_module  # noqa: E402
-from src.generator.cell import (  # noqa: E402
+from src.generator import cell as cell_module
+from src.generator.cell import (
     GAS_CONSTANT,
     KELVIN,
     OCV_25C_V,
@@ -50,6 +46,8 @@ from src.generator.cell import (  # noqa: E402
     resistance_factor,
     simulate_cell,
 )
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout, for the files this script reads and writes
 
 # The cell.py this run imported (it is being developed; the report names the exact version it validated).
 CELL_PY_SHA256 = hashlib.sha256(Path(cell_module.__file__).read_bytes()).hexdigest()

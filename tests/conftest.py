@@ -17,8 +17,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from src.common.aws import sync_client
-from src.common.provisioning import Queues, provision_queues
-from src.common.settings import CommonSettings
+from src.common.settings import CommonSettings, QueueSettings
+from src.ops.queues import Queues, provision_queues
 
 SETTINGS_VARIABLES = (
     "API_KEY",
@@ -42,6 +42,9 @@ SETTINGS_VARIABLES = (
     "WAIT_TIME_S",
     "VISIBILITY_TIMEOUT_S",
     "VISIBILITY_BEAT_S",
+    "QUEUE_RETENTION_S",
+    "MAX_RECEIVES",
+    "DLQ_RETENTION_S",
     "MAX_CLOCK_SKEW_S",
     "MAX_READING_AGE_H",
     "MAX_READING_BYTES",
@@ -128,4 +131,4 @@ def bucket(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture
 def queues(aws_env: str) -> Queues:
     """The contract's queue and dead-letter queue, fresh for this test."""
-    return provision_queues(CommonSettings())
+    return provision_queues(QueueSettings())

@@ -8,11 +8,21 @@ misconfigured process fails at start with a clear message rather than midway.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from src.common.logs import LogFormat
+
+
+def _blank_is_unset(value: object) -> object:
+    """``FOO=`` in .env or the environment means "not set", not an empty string or a parse error."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+Unset = BeforeValidator(_blank_is_unset)
+"""Marks an optional setting whose blank value means unset: ``Annotated[str | None, Unset]``."""
 
 
 class CommonSettings(BaseSettings):
@@ -20,21 +30,16 @@ class CommonSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
 
-    aws_endpoint_url: str | None = Field(None, description="Unset means real AWS; the moto server locally")
+    aws_endpoint_url: Annotated[str | None, Unset] = Field(None, description="Unset means real AWS; moto locally")
     aws_default_region: str = "us-east-1"
-    aws_access_key_id: str | None = None
+    aws_access_key_id: Annotated[str | None, Unset] = None
     aws_secret_access_key: SecretStr | None = None
-    sqs_queue_url: str | None = Field(None, description="If unset, resolved from sqs_queue_name")
+    sqs_queue_url: Annotated[str | None, Unset] = Field(None, description="If unset, resolved from sqs_queue_name")
     sqs_queue_name: str = "telemetry-queue-dev"
     data_dir: Path = Path("data")
-    s3_bucket: str | None = Field(None, description="Enables the S3 tier when set")
+    s3_bucket: Annotated[str | None, Unset] = Field(None, description="Enables the S3 tier when set")
     log_level: str = "INFO"
     log_format: LogFormat = Field("text", description="text for people, json (one object per line) for collectors")
-
-    @field_validator("aws_endpoint_url", "sqs_queue_url", "s3_bucket", "aws_access_key_id", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def dlq_name(self) -> str:
@@ -47,6 +52,20 @@ class CommonSettings(BaseSettings):
     @property
     def aggregated_dir(self) -> Path:
         return self.data_dir / "aggregated"
+
+
+class QueueSettings(CommonSettings):
+    """The queue's attributes: ``setup_sqs.py`` gives them to the queue, the consumer relies on them."""
+
+    visibility_timeout_s: int = Field(
+        30, ge=1, le=43_200, description="VisibilityTimeout; the consumer extends held messages to it"
+    )
+    wait_time_s: int = Field(20, ge=0, le=20, description="ReceiveMessageWaitTimeSeconds and the consumer's long poll")
+    queue_retention_s: int = Field(345_600, ge=60, le=1_209_600, description="MessageRetentionPeriod (4 days)")
+    max_receives: int = Field(5, ge=1, le=1_000, description="Receives before SQS moves a message to the DLQ")
+    dlq_retention_s: int = Field(
+        1_209_600, ge=60, le=1_209_600, description="The DLQ's retention: SQS's maximum, dead letters wait for a human"
+    )
 
 
 class ReceiverSettings(CommonSettings):
@@ -72,31 +91,22 @@ class ReceiverSettings(CommonSettings):
         return value
 
 
-class ConsumerSettings(CommonSettings):
+class ConsumerSettings(QueueSettings):
     """The batch consumer: when a batch flushes and how big a file may grow."""
 
     batch_size: int = Field(100, gt=0, description="Readings that trigger a flush")
     batch_timeout_s: float = Field(2.0, gt=0, description="Flush this long after a batch's first reading")
     file_rotation_mb: float = Field(5.0, gt=0, description="Largest batch file; bigger flushes are split")
     receive_concurrency: int = Field(4, gt=0, description="Long polls kept in flight at once")
-    wait_time_s: int = Field(20, ge=0, le=20, description="SQS long-poll wait")
-    writer_id: str | None = Field(
+    writer_id: Annotated[str | None, Unset] = Field(
         None, pattern=r"^[A-Za-z0-9_]{1,32}$", description="File name suffix; random per process if unset"
     )
-    visibility_timeout_s: int = Field(
-        30, ge=1, le=43_200, description="The queue's VisibilityTimeout; held messages are extended to it"
-    )
-    visibility_beat_s: float | None = Field(
+    visibility_beat_s: Annotated[float | None, Unset] = Field(
         None, gt=0, description="How often held messages are checked for extension; a sixth of the timeout if unset"
     )
     s3_gzip: bool = Field(True, description="Upload raw batch files gzip-compressed (key ends .gz)")
     s3_upload_concurrency: int = Field(4, gt=0, le=64, description="Uploads to S3 in flight at once")
     metrics_port: int = Field(9102, ge=0, le=65_535, description="Port of the consumer's /metrics; 0 disables it")
-
-    @field_validator("writer_id", "visibility_beat_s", mode="before")
-    @classmethod
-    def _blank_optional_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _beat_fits_the_timeout(self) -> ConsumerSettings:

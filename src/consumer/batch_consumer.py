@@ -24,6 +24,8 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from src.common import memory
 from src.common.aws import SQSClient, resolve_queue_url, s3_client, sqs_client
@@ -66,6 +68,24 @@ BYTES_PER_MB = 1024 * 1024
 Sleep = Callable[[float], Awaitable[None]]
 
 
+@dataclass
+class _Tasks:
+    """The consumer's long-lived tasks, started by ``_start`` and ended by ``_drain``."""
+
+    dispatcher: asyncio.Task[None] | None = None
+    heartbeat: asyncio.Task[None] | None = None
+    catch_up: asyncio.Task[int] | None = None
+    pollers: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+async def _cancel(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel ``tasks`` (None skipped) and wait until each has ended."""
+    running = [task for task in tasks if task is not None]
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+
+
 class Consumer:
     """Pollers, a batcher and flush tasks around one queue and one writer."""
 
@@ -96,48 +116,51 @@ class Consumer:
         self._flush_slots = asyncio.Semaphore(MAX_CONCURRENT_FLUSHES)
         self._flushes: set[asyncio.Task[None]] = set()
         self.visibility = VisibilityKeeper(queue, settings.visibility_timeout_s, settings.heartbeat_s, self.stats)
+        self._tasks = _Tasks()
 
     async def run(self, stop: asyncio.Event) -> ConsumerStats:
-        """Consume until ``stop`` is set, then drain: flush what is buffered and wait for it.
-
-        Stopping cancels the long polls in flight. A message SQS was handing to a
-        cancelled poll is not lost: we never saw it, so we never deleted it, and it
-        becomes visible again once its visibility timeout (30 s) expires.
-        """
-        dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
-        heartbeat = asyncio.create_task(self.visibility.run(), name="visibility-heartbeat")
-        catch_up: asyncio.Task[int] | None = None
-        if self.uploader is not None:
-            self.uploader.start()
-            catch_up = asyncio.create_task(self.uploader.catch_up(), name="upload-catch-up")
-        pollers = [
-            asyncio.create_task(self._poll(i), name=f"poller-{i}") for i in range(self.settings.receive_concurrency)
-        ]
+        """Consume until ``stop`` is set, then drain: flush what is buffered and wait for it."""
+        self._start()
         try:
             await stop.wait()
         finally:
-            log.info(
-                "stopping: cancelling %d long poll(s), flushing %d buffered reading(s)",
-                len(pollers),
-                self._batcher.buffered_readings,
-            )
-            for task in pollers:
-                task.cancel()
-            await asyncio.gather(*pollers, return_exceptions=True)
-            self._batcher.close()
-            await dispatcher
-            if self._flushes:
-                await asyncio.gather(*self._flushes, return_exceptions=True)
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
-            if self.uploader is not None:
-                if catch_up is not None:
-                    catch_up.cancel()
-                    await asyncio.gather(catch_up, return_exceptions=True)
-                await self.uploader.drain(UPLOAD_DRAIN_S)
-                log.info("uploader stopped: %s", self.uploader.stats.summary())
-            log.info("consumer stopped: %s", self.stats.summary())
+            await self._drain()
         return self.stats
+
+    def _start(self) -> None:
+        """The dispatcher, the visibility heartbeat, the uploader and its catch-up, then the pollers."""
+        self._tasks.dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
+        self._tasks.heartbeat = asyncio.create_task(self.visibility.run(), name="visibility-heartbeat")
+        if self.uploader is not None:
+            self.uploader.start()
+            self._tasks.catch_up = asyncio.create_task(self.uploader.catch_up(), name="upload-catch-up")
+        self._tasks.pollers = [
+            asyncio.create_task(self._poll(i), name=f"poller-{i}") for i in range(self.settings.receive_concurrency)
+        ]
+
+    async def _drain(self) -> None:
+        """Stop receiving, flush every buffered reading, then stop the helpers and log the totals.
+
+        A message SQS was handing to a cancelled long poll is not lost: we never saw it, so
+        we never deleted it, and it becomes visible again after the visibility timeout.
+        """
+        tasks = self._tasks
+        log.info(
+            "stopping: cancelling %d long poll(s), flushing %d buffered reading(s)",
+            len(tasks.pollers),
+            self._batcher.buffered_readings,
+        )
+        await _cancel(*tasks.pollers)
+        self._batcher.close()
+        if tasks.dispatcher is not None:
+            await tasks.dispatcher
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+        await _cancel(tasks.heartbeat, tasks.catch_up)
+        if self.uploader is not None:
+            await self.uploader.drain(UPLOAD_DRAIN_S)
+            log.info("uploader stopped: %s", self.uploader.stats.summary())
+        log.info("consumer stopped: %s", self.stats.summary())
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -348,7 +371,6 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
             settings.heartbeat_s,
         )
         queue = QueueClient(client, queue_url, settings.wait_time_s)
-        await _check_visibility_timeout(queue, settings)
         consumer = Consumer(settings, queue, writer, uploader=uploader)
         stop_metrics = serve_metrics(consumer.collector(), settings.metrics_port) if settings.metrics_port else None
         try:
@@ -356,27 +378,6 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
         finally:
             if stop_metrics is not None:
                 await asyncio.to_thread(stop_metrics)
-
-
-async def _check_visibility_timeout(queue: QueueClient, settings: ConsumerSettings) -> None:
-    """Warn when the queue hides a message for less time than VISIBILITY_TIMEOUT_S assumes.
-
-    The heartbeat first extends a message half a VISIBILITY_TIMEOUT_S after receiving it;
-    until then the queue's own timeout rules, so a shorter one lets messages reappear.
-    Never fatal: a consumer without GetQueueAttributes permission still consumes.
-    """
-    try:
-        queue_timeout = await queue.visibility_timeout()
-    except Exception as exc:
-        log.warning("cannot read the queue's VisibilityTimeout (%r); assuming %d s", exc, settings.visibility_timeout_s)
-        return
-    if queue_timeout < settings.visibility_timeout_s:
-        log.warning(
-            "queue VisibilityTimeout is %d s, below VISIBILITY_TIMEOUT_S=%d s: held messages may reappear "
-            "before their first extension; set them equal",
-            queue_timeout,
-            settings.visibility_timeout_s,
-        )
 
 
 async def _serve(settings: ConsumerSettings) -> None:

@@ -86,13 +86,6 @@ class QueueClient:
         )
         return list(response.get("Messages", []))
 
-    async def visibility_timeout(self) -> int:
-        """The queue's own VisibilityTimeout (seconds), which rules until a message is first extended."""
-        response = await self._client.get_queue_attributes(
-            QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout"]
-        )
-        return int(response["Attributes"]["VisibilityTimeout"])
-
     async def delete(self, messages: Sequence[ReceivedMessage], batch_id: str) -> DeleteOutcome:
         """Delete ``messages`` in concurrent chunks of 10; failures are logged, not raised.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.embedded_stack import EmbeddedStack, StackConfig
+from src.embedded.stack import EmbeddedStack, StackConfig
 
 
 @pytest.fixture

@@ -13,19 +13,19 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from scripts.disk_index import DiskIndex
-from scripts.embedded_stack import REPO_ROOT, EmbeddedStack
-from scripts.load_test import wait_persisted
 from src.common.aws import sync_client
 from src.common.schema import NaturalKey
+from src.embedded.stack import EmbeddedStack
+from src.loadtest.disk_index import DiskIndex
+from src.loadtest.run import wait_persisted
 from tests.integration.test_end_to_end import run_aggregator
+from tests.paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -68,22 +68,17 @@ def test_acknowledged_readings_survive_kill_9_of_consumer_three_times_and_receiv
     accepted_log, report_path = tmp_path / "accepted.jsonl", tmp_path / "simulator.json"
     with quick_redelivery_stack as stack:
         simulator = start_simulator(stack, tmp_path, vehicles=30, duration_s=30, seed=11)
-        crashes: list[tuple[float, str, Callable[[], object]]] = [
-            (5, "consumer-0", stack.start_consumer),
-            (10, "consumer-0", stack.start_consumer),
-            (15, "receiver", stack.start_receiver),
-            (20, "consumer-0", stack.start_consumer),
-        ]
+        crashes = [(5, "consumer-0"), (10, "consumer-0"), (15, "receiver"), (20, "consumer-0")]
         started = time.monotonic()
         time.sleep(2)
         sqs = sync_client("sqs", stack.settings())
         assert stack.queues is not None
         for body in POISON:
             sqs.send_message(QueueUrl=stack.queues.url, MessageBody=body)
-        for at_s, name, restart in crashes:
+        for at_s, name in crashes:
             time.sleep(max(0.0, started + at_s - time.monotonic()))
             stack.crash(name)
-            restart()
+            stack.restart(name)
         output, _ = simulator.communicate(timeout=180)
         assert simulator.returncode == 0, output.decode(errors="replace")[-3000:]
 
@@ -114,14 +109,12 @@ def test_sigterm_drains_receiver_and_consumer_mid_stream(quick_redelivery_stack:
     with quick_redelivery_stack as stack:
         simulator = start_simulator(stack, tmp_path, vehicles=20, duration_s=8, seed=12)
         time.sleep(2)
-        assert stack.stop_service(stack.service("consumer-0")) == 0
-        stack.services.remove(stack.service("consumer-0"))
-        stack.start_consumer()
+        assert stack.terminate("consumer-0") == 0
+        stack.restart("consumer-0")
         time.sleep(2)
         # uvicorn shuts down gracefully, then re-raises the signal: -15 is its clean exit.
-        assert stack.stop_service(stack.service("receiver")) == -signal.SIGTERM
-        stack.services.remove(stack.service("receiver"))
-        stack.start_receiver()
+        assert stack.terminate("receiver") == -signal.SIGTERM
+        stack.restart("receiver")
         output, _ = simulator.communicate(timeout=120)
         assert simulator.returncode == 0, output.decode(errors="replace")[-3000:]  # nothing rejected or given up
 

@@ -16,12 +16,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from scripts.disk_index import DiskIndex
-from scripts.embedded_stack import REPO_ROOT, EmbeddedStack, StackConfig
-from scripts.load_test import build_report, send_load, wait_persisted
 from src.common.layout import aggregated_file_name, hour_label
 from src.common.schema import NaturalKey
+from src.embedded.stack import EmbeddedStack, StackConfig
+from src.loadtest.disk_index import DiskIndex
+from src.loadtest.run import build_report, send_load, wait_persisted
 from tests.integration.checks import assert_aggregates_match
+from tests.paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +114,7 @@ def test_load_test_cli_embedded_reports_contract_fields(tmp_path: Path) -> None:
 
 def test_demo_runs_the_whole_pipeline_and_reports_nothing_lost(tmp_path: Path) -> None:
     """`make demo`'s script, shortened and on free ports: summary printed, exit 0."""
-    from scripts.embedded_stack import free_port
+    from src.embedded.processes import free_port
 
     command = [sys.executable, "scripts/demo.py", "--vehicles", "3", "--duration", "3"]
     command += ["--moto-port", str(free_port()), "--receiver-port", str(free_port())]

@@ -15,11 +15,11 @@ import urllib.request
 
 import pytest
 
-from scripts.disk_index import DiskIndex
-from scripts.embedded_stack import EmbeddedStack
-from scripts.load_test import send_load, wait_persisted
 from src.common.aws import sync_client
-from src.common.provisioning import provision_queues
+from src.embedded.stack import EmbeddedStack
+from src.loadtest.disk_index import DiskIndex
+from src.loadtest.run import send_load, wait_persisted
+from src.ops.queues import provision_queues
 
 pytestmark = pytest.mark.integration
 

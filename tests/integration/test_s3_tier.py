@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from scripts.disk_index import DiskIndex
-from scripts.embedded_stack import REPO_ROOT, EmbeddedStack, StackConfig
-from scripts.load_test import send_load, wait_persisted
 from src.common.aws import sync_client
 from src.common.layout import aggregated_file_name, hour_label, s3_aggregated_key
+from src.embedded.stack import EmbeddedStack, StackConfig
+from src.loadtest.disk_index import DiskIndex
+from src.loadtest.run import send_load, wait_persisted
+from tests.paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +120,7 @@ def test_every_stored_reading_is_in_s3_and_a_restart_catches_up(s3_stack: Embedd
     for key in list(s3_files(s3_stack)):
         s3.delete_object(Bucket=BUCKET, Key=f"{key}.gz")
     assert s3_files(s3_stack) == {}
-    s3_stack.start_consumer(0)
+    s3_stack.restart("consumer-0")
     assert wait_uploaded(s3_stack) == uploaded
     assert "upload catch-up:" in s3_stack.service("consumer-0").log_text()
 

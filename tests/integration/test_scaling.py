@@ -22,12 +22,14 @@ from typing import Any
 import orjson
 import pytest
 
-from scripts.disk_index import DiskIndex
-from scripts.embedded_stack import REPO_ROOT, EmbeddedStack, StackConfig, process_cpu_seconds
-from scripts.load_test import send_load, wait_persisted
 from src.common.layout import aggregated_file_name, hour_label
 from src.common.schema import NaturalKey, natural_key_of
+from src.embedded.processes import process_cpu_seconds
+from src.embedded.stack import EmbeddedStack, StackConfig
+from src.loadtest.disk_index import DiskIndex
+from src.loadtest.run import send_load, wait_persisted
 from tests.integration.checks import assert_aggregates_match
+from tests.paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from src.common.provisioning import Queues
 from src.common.settings import ReceiverSettings
+from src.ops.queues import Queues
 from tests.fakes import FakeReceiver
 from tests.unit.test_receiver_support import API_KEY
 

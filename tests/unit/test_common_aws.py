@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from src.common.aws import _client_kwargs, resolve_queue_url, sqs_client, sync_client
-from src.common.provisioning import Queues
 from src.common.settings import CommonSettings
+from src.ops.queues import Queues
 
 
 def write_env(directory: Path, text: str) -> None:

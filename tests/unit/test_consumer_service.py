@@ -25,15 +25,14 @@ import pytest
 
 from src.common.aws import sync_client
 from src.common.envelope import encode_envelope, encode_record, serialize
-from src.common.provisioning import Queues
 from src.common.schema import StoredReading
 from src.common.settings import CommonSettings, ConsumerSettings
 from src.consumer import batch_consumer
 from src.consumer.batch_consumer import run
 from src.consumer.storage import BatchWriter
+from src.ops.queues import Queues
 from tests.factories import reading_dict
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 30.0
 
 
@@ -242,7 +241,6 @@ def test_sigterm_to_the_process_flushes_and_exits_zero(queues: Queues, data_dir:
     send(queues, encode_envelope([serialize(stored(i)) for i in range(4)]))
     env = {
         **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
         "BATCH_TIMEOUT_S": "600",
         "WAIT_TIME_S": "1",
         "LOG_LEVEL": "INFO",

@@ -24,11 +24,11 @@ from prometheus_client import CollectorRegistry
 
 from src.common.aws import s3_client, sync_client
 from src.common.layout import hour_partition
-from src.common.provisioning import Queues
 from src.common.settings import CommonSettings
 from src.consumer import metrics
 from src.consumer.metrics import ConsumerCollector, ConsumerStats, LatencyHistogram, UploadStats, serve_metrics
 from src.consumer.uploading import Uploader, read_body
+from src.ops.queues import Queues
 from tests.unit.test_consumer_service import consuming, eventually, reading, send, settings, stored_vehicle_ids
 
 HOUR = datetime(2026, 11, 27, 15, tzinfo=UTC)

@@ -21,7 +21,6 @@ from pydantic import ValidationError
 
 from src.common.aws import sqs_client, sync_client
 from src.common.envelope import encode_envelope, encode_record, serialize
-from src.common.provisioning import VISIBILITY_TIMEOUT_S, Queues
 from src.common.settings import CommonSettings, ConsumerSettings
 from src.consumer import batch_consumer, metrics
 from src.consumer.batching import ReceivedMessage
@@ -29,6 +28,8 @@ from src.consumer.metrics import ConsumerStats
 from src.consumer.receiving import ExtendOutcome, QueueClient
 from src.consumer.storage import BatchWriter
 from src.consumer.visibility import VisibilityKeeper
+from src.ops.queues import Queues
+from tests.paths import REPO_ROOT
 from tests.unit.test_consumer_service import (
     consuming,
     eventually,
@@ -38,8 +39,6 @@ from tests.unit.test_consumer_service import (
     stored,
     stored_vehicle_ids,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -51,12 +50,12 @@ def data_dir(isolated_env: Path) -> Path:
 
 
 def test_defaults_match_the_queue_that_provisioning_creates(queues: Queues) -> None:
-    """VISIBILITY_TIMEOUT_S defaults to the 30 s that setup_sqs.py gives the queue; beat a sixth of it."""
+    """VISIBILITY_TIMEOUT_S defaults to the contract's 30 s, which setup_sqs.py gives the queue; beat a sixth of it."""
     config = ConsumerSettings()
     attributes = sync_client("sqs", CommonSettings()).get_queue_attributes(
         QueueUrl=queues.url, AttributeNames=["VisibilityTimeout"]
     )["Attributes"]
-    assert config.visibility_timeout_s == VISIBILITY_TIMEOUT_S == int(attributes["VisibilityTimeout"]) == 30
+    assert config.visibility_timeout_s == int(attributes["VisibilityTimeout"]) == 30
     assert config.visibility_beat_s is None and config.heartbeat_s == 5.0
 
 
@@ -302,7 +301,7 @@ async def test_the_heartbeat_loop_survives_an_unexpected_error(caplog: pytest.Lo
 # -- QueueClient against moto's server -------------------------------------------------
 
 
-async def test_extend_and_visibility_timeout_against_the_embedded_sqs(queues: Queues) -> None:
+async def test_extend_against_the_embedded_sqs(queues: Queues) -> None:
     """Real ChangeMessageVisibilityBatch: a held message is extended; once deleted, its handle is invalid."""
     sqs = sync_client("sqs", CommonSettings())
     sqs.send_message(QueueUrl=queues.url, MessageBody=encode_record(stored(1)))
@@ -310,7 +309,6 @@ async def test_extend_and_visibility_timeout_against_the_embedded_sqs(queues: Qu
     message = ReceivedMessage(raw["MessageId"], raw["ReceiptHandle"], [stored(1)], received_at=time.time())
     async with sqs_client(CommonSettings()) as client:
         queue = QueueClient(client, queues.url, wait_time_s=1)
-        assert await queue.visibility_timeout() == 30
         outcome = await queue.extend([message], 30)
         assert outcome.extended == [message] and outcome.failed == []
         sqs.delete_message(QueueUrl=queues.url, ReceiptHandle=raw["ReceiptHandle"])
@@ -464,20 +462,3 @@ async def test_an_extension_error_is_retried_on_the_next_beat_without_redelivery
     text = caplog.text
     failure = text.index("extending visibility failed for 1 of 1 message(s) (ConnectionError('connection reset'))")
     assert failure < text.index("visibility extended to 4 s for 1 message(s)")
-
-
-async def test_startup_warns_when_the_queue_hides_messages_for_less_than_the_setting(
-    queues: Queues, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A queue timeout below VISIBILITY_TIMEOUT_S is named at start; an unreadable one is assumed, not fatal."""
-    shorten_visibility(queues, 1)
-    caplog.set_level(logging.WARNING, logger="src.consumer")
-    async with consuming(settings()):
-        await eventually(lambda: "queue VisibilityTimeout is 1 s, below VISIBILITY_TIMEOUT_S=30 s" in caplog.text, "")
-
-    async def denied(self: QueueClient) -> int:
-        raise PermissionError("AccessDenied")
-
-    monkeypatch.setattr(QueueClient, "visibility_timeout", denied)
-    async with consuming(settings()):
-        await eventually(lambda: "cannot read the queue's VisibilityTimeout" in caplog.text, "the fallback warning")

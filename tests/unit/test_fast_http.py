@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from scripts.fast_http import ConnectionPool, HttpProtocolError, Target, request_head
+from src.loadtest.fast_http import ConnectionPool, HttpProtocolError, Target, request_head
 
 OK = b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}"
 CHUNKED = b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
@@ -148,7 +148,7 @@ async def test_a_connection_closed_mid_answer_raises() -> None:
 
 
 async def test_refused_connection_frees_its_slot() -> None:
-    from scripts.embedded_stack import free_port
+    from src.embedded.processes import free_port
 
     pool = ConnectionPool(Target.from_url(f"http://127.0.0.1:{free_port()}"), limit=1)
     for _ in range(2):

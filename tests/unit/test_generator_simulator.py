@@ -36,9 +36,9 @@ from src.generator.simulator import (
     write_offline,
 )
 from tests.fakes import API_KEY, FakeReceiver
+from tests.paths import REPO_ROOT
 
 START = "2025-10-19T17:00:00Z"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(base_delay_s=0.001, max_delay_s=0.01, max_attempts=5)
 
 

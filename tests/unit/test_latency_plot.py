@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts.latency_plot import LatencySeries, log_bins, per_second, per_second_counts, plot_latency
+from src.loadtest.latency_plot import LatencySeries, log_bins, per_second, per_second_counts, plot_latency
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -10,8 +10,9 @@ import numpy as np
 import orjson
 import pytest
 
-from scripts.embedded_stack import free_port
-from scripts.load_generator import (
+from src.common.schema import Freshness, NaturalKey, Reading, format_timestamp, natural_key_of
+from src.embedded.processes import free_port
+from src.loadtest.sender import (
     CAN_ID,
     PAYLOAD_POOL,
     ReadingEncoder,
@@ -27,7 +28,6 @@ from scripts.load_generator import (
     split,
     vehicle_name,
 )
-from src.common.schema import Freshness, NaturalKey, Reading, format_timestamp, natural_key_of
 from tests.fakes import API_KEY, FakeReceiver
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from scripts.disk_index import DiskIndex
-from scripts.load_test import build_report, main, parse_args, plot_path, run_load_test, send_load
 from src.common.layout import batch_file_name, hour_partition
 from src.common.schema import format_timestamp, natural_key_of
+from src.loadtest.disk_index import DiskIndex
+from src.loadtest.run import build_report, main, parse_args, plot_path, run_load_test, send_load
 from tests.fakes import API_KEY, FakeReceiver
 
 CONTRACT_FIELDS = {

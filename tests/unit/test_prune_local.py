@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from scripts import prune_local
 from src.common.aws import sync_client
 from src.common.layout import hour_partition
 from src.common.settings import CommonSettings
+from src.ops import prune as prune_local
 
 NOW = datetime(2026, 11, 27, 12, 30, tzinfo=UTC)
 OLD = datetime(2026, 11, 25, 9, tzinfo=UTC)  # ended 51.5 h before NOW

@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 
 from src.common.envelope import SQS_MAX_MESSAGE_BYTES, decode_body
-from src.common.provisioning import Queues
 from src.common.settings import ReceiverSettings
+from src.ops.queues import Queues
 from src.receiver.app import create_app
 from tests.unit.test_receiver_support import (
     API_KEY,

@@ -44,9 +44,9 @@ from schemathesis.python.asgi import shutdown_lifespans
 
 from src.common.aws import sync_client
 from src.common.envelope import MessageDecodeError, decode_body
-from src.common.provisioning import Queues
 from src.common.schema import SIGNALS, Freshness, Reading, StoredReading
 from src.common.settings import CommonSettings, ReceiverSettings
+from src.ops.queues import Queues
 from src.receiver.app import Receiver, create_app
 from tests.unit.test_receiver_support import (
     API_KEY,

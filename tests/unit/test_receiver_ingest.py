@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from src.common.provisioning import Queues
 from src.common.settings import ReceiverSettings
+from src.ops.queues import Queues
 from src.receiver.app import create_app
 from tests.unit.test_receiver_support import (
     API_KEY,

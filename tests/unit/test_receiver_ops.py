@@ -14,15 +14,13 @@ import httpx
 import pytest
 from prometheus_client import generate_latest
 
-from src.common.provisioning import Queues, provision_queues
-from src.common.settings import CommonSettings, ReceiverSettings
+from src.common.settings import QueueSettings, ReceiverSettings
+from src.ops.queues import Queues, provision_queues
 from src.receiver import app as app_module
 from src.receiver.app import Receiver, RequestCounter, create_app
 from src.receiver.auth import KeyChecker
 from src.receiver.metrics import Metrics
 from tests.unit.test_receiver_support import API_KEY, HEADERS, closed_port, make_reading, received_records, running
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def unreachable_settings(**overrides: Any) -> ReceiverSettings:
@@ -62,7 +60,7 @@ async def test_queue_created_after_startup_is_found_later(aws_env: str, monkeypa
     async with running(create_app()) as client:
         before = await client.post("/ingest", json=make_reading(1), headers=HEADERS)
         health_before = await client.get("/health")
-        queues = provision_queues(CommonSettings())
+        queues = provision_queues(QueueSettings())
         after = await client.post("/ingest", json=make_reading(2), headers=HEADERS)
         health_after = await client.get("/health")
     assert (before.status_code, health_before.status_code) == (503, 503)
@@ -153,7 +151,6 @@ async def test_other_invalid_settings_are_named_without_secrets(
 def test_uvicorn_exits_non_zero_without_api_key(tmp_path: Path) -> None:
     """The contract's command fails loudly, with the reason on stderr, when API_KEY is missing."""
     env = {k: v for k, v in os.environ.items() if k != "API_KEY"}
-    env["PYTHONPATH"] = str(REPO_ROOT)
     result = subprocess.run(
         [sys.executable, "-m", "uvicorn", "src.receiver.app:app", "--port", str(closed_port())],
         cwd=tmp_path,

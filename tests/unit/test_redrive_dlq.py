@@ -16,16 +16,16 @@ from typing import Any
 import orjson
 import pytest
 
-from scripts import redrive_dlq
-from scripts.redrive_dlq import Options, describe, inspect, main, parse_args, redrive, restore_visibility
 from src.common.aws import SyncSQSClient, sync_client
 from src.common.envelope import encode_envelope, encode_record, serialize
-from src.common.provisioning import Queues
 from src.common.schema import StoredReading
 from src.common.settings import CommonSettings
+from src.ops import redrive as redrive_dlq
+from src.ops.queues import Queues
+from src.ops.redrive import Options, describe, inspect, main, parse_args, redrive, restore_visibility
 from tests.factories import reading_dict
+from tests.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 POISON = "not json at all"
 
 

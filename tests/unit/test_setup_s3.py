@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from scripts import setup_s3
-from src.common import provisioning
 from src.common.aws import SyncS3Client, sync_client
-from src.common.provisioning import (
+from src.common.settings import CommonSettings
+from src.ops import bucket as bucket_setup
+from src.ops.bucket import (
     ABORT_MULTIPART_AFTER_DAYS,
     GLACIER_AFTER_DAYS,
     STANDARD_IA_AFTER_DAYS,
@@ -29,9 +29,7 @@ from src.common.provisioning import (
     lifecycle_rules,
     provision_bucket,
 )
-from src.common.settings import CommonSettings
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.paths import REPO_ROOT
 
 ALL_BLOCKED = {
     "BlockPublicAcls": True,
@@ -154,7 +152,7 @@ def test_provisioning_without_a_bucket_name_is_refused(aws_env: str) -> None:
 
 def test_rules_real_s3_would_refuse_never_reach_the_bucket(bucket_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Provisioning checks the rules before any call, so a bad edit fails here rather than on real S3."""
-    monkeypatch.setattr(provisioning, "lifecycle_rules", lambda: BAD_SEED_LITERAL)
+    monkeypatch.setattr(bucket_setup, "lifecycle_rules", lambda: BAD_SEED_LITERAL)
     with pytest.raises(ValueError, match="STANDARD_IA at day 7"):
         provision_bucket(CommonSettings())
     with pytest.raises(s3().exceptions.ClientError):  # nothing was created
@@ -166,7 +164,7 @@ def test_rules_real_s3_would_refuse_never_reach_the_bucket(bucket_env: str, monk
 
 def test_main_prints_the_bucket_last_and_exits_0(bucket_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     """``python scripts/setup_s3.py`` prints the bucket name as its last stdout line, like setup_sqs.py its URL."""
-    assert setup_s3.main() == 0
+    assert bucket_setup.main() == 0
     captured = capsys.readouterr()
     assert captured.out.splitlines()[-1] == bucket_env
     assert "raw-standard-ia-30d-glacier-90d" in captured.err
@@ -175,7 +173,7 @@ def test_main_prints_the_bucket_last_and_exits_0(bucket_env: str, capsys: pytest
 
 def test_main_without_s3_bucket_exits_2_with_a_message(aws_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Unset S3_BUCKET: exit status 2, nothing on stdout, and stderr says which variable to set."""
-    assert setup_s3.main() == setup_s3.EXIT_NO_BUCKET == 2
+    assert bucket_setup.main() == bucket_setup.EXIT_NO_BUCKET == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "S3_BUCKET is not set" in captured.err

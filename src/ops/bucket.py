@@ -1,24 +1,23 @@
-"""Creating the queues the contract describes, idempotently.
+"""The S3 tier's bucket, created or repaired idempotently, with lifecycle rules S3 accepts.
 
-Kept beside the clients rather than in the setup script so that tests, the demo and the
-load test provision exactly what operators get from ``scripts/setup_sqs.py``.
-
-The S3 tier's bucket is provisioned here too (``scripts/setup_s3.py``), for the same
-reason: with its encryption, public access block and lifecycle rules, checked against
-what real S3 accepts, because moto does not enforce S3's lifecycle constraints.
+Every setting is applied with a Put* call that replaces the whole configuration, so a
+rerun changes nothing on a bucket that is as it should be and puts back whatever was
+changed by hand (rules added by hand are dropped). moto accepts lifecycle rules that S3
+refuses, so :func:`check_lifecycle_rules` checks ours against S3's documented
+constraints first. ``python scripts/setup_s3.py`` prints the bucket name last.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
+import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from src.common.aws import SyncS3Client, SyncSQSClient, sync_client
+from src.common.aws import SyncS3Client, sync_client
 from src.common.layout import S3_RAW_PREFIX
+from src.common.logs import configure_logging
 from src.common.settings import CommonSettings
 
 if TYPE_CHECKING:
@@ -27,60 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RETENTION_S = 345_600  # 4 days
-VISIBILITY_TIMEOUT_S = 30
-RECEIVE_WAIT_S = 20
-MAX_RECEIVES = 5  # then SQS moves the message to the dead-letter queue
-DLQ_RETENTION_S = 1_209_600  # 14 days, SQS's maximum: dead letters wait for a human
+EXIT_NO_BUCKET = 2
 
-
-@dataclass(frozen=True)
-class Queues:
-    url: str
-    dlq_url: str
-    dlq_arn: str
-
-
-def provision_queues(settings: CommonSettings, client: SyncSQSClient | None = None) -> Queues:
-    """Create (or bring up to date) the queue and its dead-letter queue; return their URLs.
-
-    ``CreateQueue`` is idempotent only while attributes match, so existing queues get
-    their attributes set instead, which also repairs a queue created by hand.
-    """
-    sqs = client or sync_client("sqs", settings)
-    dlq_url = _ensure(sqs, settings.dlq_name, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)})
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    url = _ensure(
-        sqs,
-        settings.sqs_queue_name,
-        {
-            "MessageRetentionPeriod": str(RETENTION_S),
-            "VisibilityTimeout": str(VISIBILITY_TIMEOUT_S),
-            "ReceiveMessageWaitTimeSeconds": str(RECEIVE_WAIT_S),
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVES)}),
-        },
-    )
-    return Queues(url=url, dlq_url=dlq_url, dlq_arn=dlq_arn)
-
-
-def _ensure(sqs: SyncSQSClient, name: str, attributes: dict[str, str]) -> str:
-    try:
-        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    except sqs.exceptions.QueueDoesNotExist:
-        log.info("creating queue %s", name)
-        return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]  # type: ignore[arg-type]
-    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)  # type: ignore[arg-type]
-    log.info("queue %s exists; attributes set", name)
-    return url
-
-
-# --- The bucket (S3 tier) ----------------------------------------------------------------
-#
-# Every setting below is applied with a Put* call that replaces the whole configuration,
-# so running the setup again changes nothing on a bucket that is as it should be and puts
-# back whatever was changed or removed by hand. The bucket's lifecycle configuration is
-# therefore owned here: rules added to it by hand are dropped on the next run.
-#
 # S3 documentation behind the lifecycle rules and their validator:
 #   [T] https://docs.aws.amazon.com/AmazonS3/latest/userguide/lifecycle-transition-general-considerations.html
 #       (supported transitions, the waterfall between classes, 30 days before STANDARD_IA,
@@ -131,40 +78,11 @@ LIFECYCLE_ACTIONS = (
 
 
 def lifecycle_rules() -> list[LifecycleRuleTypeDef]:
-    """The bucket's lifecycle rules: the seed's "Standard (7d) -> IA (30d) -> Glacier (90d)" as S3 allows it.
+    """``raw/``: Standard-IA at day 30, Glacier at day 90, never deleted; ``aggregated/``
+    stays in Standard; unfinished multipart uploads are aborted after 7 days.
 
-    ===================  ==========================================================
-    objects              what happens (days after upload)
-    ===================  ==========================================================
-    ``raw/``             Standard until 30, STANDARD_IA from 30, GLACIER (Flexible
-                         Retrieval) from 90; never deleted
-    ``aggregated/``      Standard, always
-    everything           multipart uploads not completed within 7 days are aborted
-    ===================  ==========================================================
-
-    The seed's first step, Standard for only 7 days, cannot be built: S3 refuses a
-    transition to STANDARD_IA before day 30 ([T], [A]). So raw batch files stay in
-    Standard for 30 days (the seed's hot first week included), then IA, and Glacier
-    from the seed's day 90 (S3 would allow day 60: GLACIER at least 30 days after
-    STANDARD_IA, [T]); the same pair of days as the S3 documentation's own example [E].
-
-    Objects under 128 KB are not transitioned ([M], ``TRANSITION_DEFAULT_MINIMUM_OBJECT_SIZE``):
-    a raw batch of 100 readings is about 30 KB, 2-3 KB gzipped, so at the default
-    ``BATCH_SIZE`` these rules move nothing and raw files stay in Standard. That is the
-    cheaper place for them (IA bills each object as at least 128 KB, Glacier adds 40 KB
-    per object, and every transition is a billed request); the tiers pay off once batch
-    files are larger (a larger ``BATCH_SIZE``, or hourly compaction).
-
-    ``aggregated/`` holds one JSON file per hour, about 0.8 KB per vehicle (8 KB for 10
-    vehicles, so 70 MB a year; 7 GB a year for 1,000), and it is what dashboards and
-    reports read: IA would bill every read and a 128 KB minimum size, Glacier would need a
-    restore before each read, so aggregates stay in Standard, where even 1,000 vehicles'
-    cost cents a month.
-
-    No Expiration: raw readings are the only copy of the data (aggregates are derived
-    from them), and how long to keep them is a retention decision the seed does not make.
-    Whoever adds one must let it fall at least 90 days after the Glacier transition
-    (Glacier's minimum storage duration [C]), which ``check_lifecycle_rules`` enforces.
+    Why these days, and why objects under 128 KB stay in Standard: docs/architecture.md
+    ("The S3 tier"). No Expiration: raw readings are the only copy of the data.
     """
     return [
         {
@@ -346,3 +264,17 @@ def _create_bucket(s3: SyncS3Client, bucket: str, region: str) -> None:
     except s3.exceptions.BucketAlreadyExists as exc:
         raise RuntimeError(f"bucket name {bucket!r} is taken by another AWS account; choose another S3_BUCKET") from exc
     log.info("created bucket %s in %s", bucket, region)
+
+
+def main() -> int:
+    """``scripts/setup_s3.py``: provision ``S3_BUCKET``; exit 2 when it is unset."""
+    settings = CommonSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    if not settings.s3_bucket:
+        print("S3_BUCKET is not set: name the bucket in the environment or .env (see .env.example)", file=sys.stderr)
+        return EXIT_NO_BUCKET
+    bucket = provision_bucket(settings)
+    rule_ids = ", ".join(str(rule.get("ID")) for rule in lifecycle_rules())
+    print(f"public access blocked, SSE-S3, lifecycle rules: {rule_ids}", file=sys.stderr)
+    print(bucket)
+    return 0

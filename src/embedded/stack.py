@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,34 +29,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from src.common.aws import sync_client  # noqa: E402
-from src.common.provisioning import Queues, provision_bucket, provision_queues  # noqa: E402
-from src.common.settings import CommonSettings  # noqa: E402
+from src.common.settings import QueueSettings
+from src.embedded.processes import child_pids, cmdline, free_port, port_is_free, process_cpu_seconds, tail
+from src.ops.bucket import provision_bucket
+from src.ops.queues import Queues, provision_queues
 
 WORKER_READY = "Application startup complete."
 """What uvicorn logs (at info) once a worker's lifespan startup finished and it accepts requests."""
 CONSUMER_READY = "] consuming "
 """What a consumer logs (at info) right before its long polls start."""
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @dataclass
@@ -165,19 +145,18 @@ class EmbeddedStack:
         self.queues = provision_queues(self.settings())
         if self.config.s3_bucket is not None:
             provision_bucket(self.settings())
-        if self.config.visibility_timeout_s is not None:
-            sync_client("sqs", self.settings()).set_queue_attributes(
-                QueueUrl=self.queues.url, Attributes={"VisibilityTimeout": str(self.config.visibility_timeout_s)}
-            )
         self.start_receiver()
         for index in range(self.config.consumers):
             self.start_consumer(index)
 
-    def start_aws(self) -> None:
-        self._spawn("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.moto_port)])
+    def start_aws(self) -> Service:
+        service = self._spawn(
+            "moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.moto_port)]
+        )
         self._wait_http(f"{self.aws_endpoint}/moto-api/", "moto")
+        return service
 
-    def start_receiver(self) -> None:
+    def start_receiver(self) -> Service:
         """uvicorn with the contract's app; with several workers, wait until every one has started up."""
         workers = self.config.receiver_workers
         command = [sys.executable, "-m", "uvicorn", "src.receiver.app:app", "--host", "127.0.0.1"]
@@ -192,13 +171,14 @@ class EmbeddedStack:
                 f"{workers} receiver workers",
                 service,
             )
+        return service
 
     def receiver_workers(self) -> list[int]:
         """Pids of the processes serving HTTP: uvicorn's workers, or uvicorn itself without ``--workers``."""
         receiver = self.service("receiver").process.pid
         if self.config.receiver_workers == 1:
             return [receiver]
-        return [pid for pid in child_pids(receiver) if b"spawn_main" in _cmdline(pid)]
+        return [pid for pid in child_pids(receiver) if b"spawn_main" in cmdline(pid)]
 
     def start_consumer(self, index: int = 0) -> Service:
         """A consumer process, once it polls the queue: load sent right after finds it ready
@@ -228,36 +208,43 @@ class EmbeddedStack:
     def stop(self) -> None:
         """SIGTERM in reverse start order (consumers drain first), SIGKILL after a grace period."""
         for service in reversed(self.services):
-            self.stop_service(service)
+            _stop_process(service)
         self.services.clear()
+
+    def terminate(self, name: str, grace_s: float = 20.0) -> int:
+        """Stop the service ``name`` as an operator would (SIGTERM, SIGKILL after ``grace_s``)
+        and forget it; its exit status. ``restart(name)`` starts it again."""
+        service = self.service(name)
+        self.services.remove(service)
+        return _stop_process(service, grace_s)
 
     def crash(self, name: str) -> None:
         """``kill -9`` the service ``name`` (with any worker processes) and forget it, as a
-        crash would leave things: nothing drained, nothing flushed. Start it again with
-        ``start_receiver`` or ``start_consumer``."""
+        crash would leave things: nothing drained, nothing flushed. ``restart(name)`` starts it again."""
         service = self.service(name)
+        self.services.remove(service)
         for pid in child_pids(service.process.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         service.process.kill()
         service.process.wait()
         service.log_file.close()
-        self.services.remove(service)
 
-    def stop_service(self, service: Service, grace_s: float = 20.0) -> int:
-        if service.process.poll() is None:
-            service.process.send_signal(signal.SIGTERM)
-            try:
-                service.process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                service.process.kill()
-                service.process.wait()
-        service.log_file.close()
-        return service.process.returncode
+    def restart(self, name: str) -> Service:
+        """Start the service ``name`` again (``moto``, ``receiver`` or ``consumer-N``), stopping it first if it runs."""
+        if any(service.name == name for service in self.services):
+            self.terminate(name)
+        if name == "moto":
+            return self.start_aws()
+        if name == "receiver":
+            return self.start_receiver()
+        if name.startswith("consumer-") and name.removeprefix("consumer-").isdigit():
+            return self.start_consumer(int(name.removeprefix("consumer-")))
+        raise ValueError(f"no service called {name!r}: moto, receiver or consumer-N")
 
-    def settings(self) -> CommonSettings:
+    def settings(self) -> QueueSettings:
         """Settings that reach this stack's AWS and queue, for scripts and tests acting on it."""
-        return CommonSettings(
+        settings = QueueSettings(
             aws_endpoint_url=self.aws_endpoint,
             aws_default_region="us-east-1",
             aws_access_key_id="testing",
@@ -266,6 +253,9 @@ class EmbeddedStack:
             data_dir=self.config.data_dir,
             s3_bucket=self.config.s3_bucket,
         )
+        if self.config.visibility_timeout_s is None:
+            return settings
+        return settings.model_copy(update={"visibility_timeout_s": self.config.visibility_timeout_s})
 
     def _spawn(self, name: str, command: list[str], extra_env: dict[str, str] | None = None) -> Service:
         log_path = self.config.log_dir / f"{name}.log"
@@ -273,7 +263,6 @@ class EmbeddedStack:
         log_start = log_file.tell()
         process = subprocess.Popen(
             command,
-            cwd=REPO_ROOT,
             env=self.env() | (extra_env or {}),
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -310,35 +299,6 @@ class EmbeddedStack:
         raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {what}:\n{tail(service.log_path)}")
 
 
-def process_cpu_seconds(pid: int | None) -> float | None:
-    """CPU time (user + system) of one live process; None if it is gone or /proc is missing."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def child_pids(pid: int | None) -> list[int]:
-    """Live children of ``pid``, found through /proc (empty where it is missing)."""
-    children: list[int] = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == pid:
-            children.append(int(entry.name))
-    return sorted(children)
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
 def exit_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit, so ``with EmbeddedStack(...)`` stops its processes on the way out.
 
@@ -348,9 +308,14 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
-def tail(path: Path, lines: int = 30) -> str:
-    """The last lines of a log, for error messages."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+def _stop_process(service: Service, grace_s: float = 20.0) -> int:
+    """SIGTERM, then SIGKILL after ``grace_s``; the exit status."""
+    if service.process.poll() is None:
+        service.process.send_signal(signal.SIGTERM)
+        try:
+            service.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            service.process.kill()
+            service.process.wait()
+    service.log_file.close()
+    return service.process.returncode

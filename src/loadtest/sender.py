@@ -26,23 +26,17 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import random
-import sys
 import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import orjson
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from scripts.fast_http import ConnectionPool, HttpProtocolError, Target, request_head  # noqa: E402
-from src.common.schema import NaturalKey  # noqa: E402
+from src.common.schema import NaturalKey
+from src.loadtest.fast_http import ConnectionPool, HttpProtocolError, Target, request_head
 
 CAN_ID = "0x1F0"
 PAYLOAD_POOL = 1021

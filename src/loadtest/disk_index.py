@@ -8,19 +8,14 @@ outside the hour partition of its ``ingest_received_at``.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from src.common.layout import batch_file_ms, hour_partition  # noqa: E402
-from src.common.schema import NaturalKey, natural_key_of, parse_timestamp  # noqa: E402
+from src.common.layout import batch_file_ms, hour_partition
+from src.common.schema import NaturalKey, natural_key_of, parse_timestamp
 
 
 @dataclass

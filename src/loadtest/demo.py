@@ -1,0 +1,150 @@
+"""`make demo`: the whole pipeline on the embedded AWS, then a summary; non-zero if a reading is lost.
+
+Starts moto's server on 127.0.0.1:4566, creates the queues and the bucket (S3_BUCKET,
+``telemetry-dev`` by default), starts the receiver on port 8000 and the consumer, runs
+the simulator, waits until every accepted reading is on disk and every batch file in
+S3, aggregates every hour the readings touched, prints a summary and stops everything
+it started. Data goes to DATA_DIR (``data`` by default), logs to ``DATA_DIR/logs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from src.common.aws import sync_client
+from src.common.layout import S3_AGGREGATED_PREFIX, aggregated_file_name, hour_label, s3_batch_name
+from src.common.schema import NaturalKey, parse_timestamp
+from src.common.settings import GeneratorSettings
+from src.embedded.stack import EmbeddedStack, StackConfig, exit_on_sigterm
+from src.loadtest.disk_index import DiskIndex
+from src.loadtest.run import percentiles, wait_persisted
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vehicles", type=int, default=10)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of simulated driving")
+    parser.add_argument("--moto-port", type=int, default=4566)
+    parser.add_argument("--receiver-port", type=int, default=8000)
+    parser.add_argument("--data-dir", type=Path, help="default: DATA_DIR")
+    parser.add_argument("--persist-timeout", type=float, default=60.0)
+    return parser.parse_args(argv)
+
+
+DEFAULT_BUCKET = "telemetry-dev"
+
+
+def say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def run_simulator(stack: EmbeddedStack, args: argparse.Namespace, workdir: Path) -> tuple[dict[str, int], Path]:
+    accepted_log = workdir / "accepted.jsonl"
+    report_path = workdir / "simulator.json"
+    command = [sys.executable, "-m", "src.generator.simulator", "--vehicles", str(args.vehicles)]
+    command += ["--duration", str(args.duration), "--url", stack.receiver_url]
+    command += ["--accepted-log", str(accepted_log), "--report-json", str(report_path)]
+    say(f"simulating {args.vehicles} vehicles for {args.duration:g} s (one reading each per 200 ms)")
+    subprocess.run(command, env=stack.env(), check=False)
+    return orjson.loads(report_path.read_bytes()), accepted_log
+
+
+def read_accepted(path: Path) -> dict[NaturalKey, float]:
+    """Accepted readings' natural keys, mapped to when each was taken (unix ms)."""
+    accepted: dict[NaturalKey, float] = {}
+    if path.exists():
+        for line in path.read_bytes().splitlines():
+            record = orjson.loads(line)
+            key = NaturalKey(record["vehicle_id"], record["can_id"], record["timestamp"])
+            accepted[key] = parse_timestamp(record["timestamp"]).timestamp() * 1000
+    return accepted
+
+
+def aggregate_hours(stack: EmbeddedStack, index: DiskIndex, keys: set[NaturalKey], data_dir: Path) -> list[Path]:
+    """Run the aggregator, as cron would, for every hour partition holding the readings."""
+    paths = []
+    for hour in sorted(index.hours_holding(keys)):
+        command = [sys.executable, "-m", "src.aggregator.hourly_stats", "--hour", hour_label(hour)]
+        subprocess.run(command, env=stack.env(), check=True, stdout=subprocess.DEVNULL)
+        paths.append(data_dir / "aggregated" / aggregated_file_name(hour))
+    return paths
+
+
+def wait_uploaded(stack: EmbeddedStack, files: set[Path], timeout_s: float) -> set[Path]:
+    """Wait until S3 holds every one of ``files`` (by batch file name); those still missing."""
+    assert stack.config.s3_bucket is not None
+    s3 = sync_client("s3", stack.settings())
+    deadline = time.monotonic() + timeout_s
+    while True:
+        in_s3: set[str] = set()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.config.s3_bucket, Prefix="raw/"):
+            in_s3.update(name for item in page.get("Contents", []) if (name := s3_batch_name(item["Key"])))
+        missing = {path for path in files if path.name not in in_s3}
+        if not missing or time.monotonic() > deadline:
+            return missing
+        time.sleep(0.2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    exit_on_sigterm()
+    settings = GeneratorSettings()
+    data_dir = (args.data_dir or settings.data_dir).resolve()
+    config = StackConfig(
+        data_dir=data_dir,
+        log_dir=data_dir / "logs",
+        api_key=settings.first_api_key or secrets.token_hex(16),
+        moto_port=args.moto_port,
+        receiver_port=args.receiver_port,
+        s3_bucket=settings.s3_bucket or DEFAULT_BUCKET,
+    )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="demo-") as tmp, EmbeddedStack(config) as stack:
+        say(f"embedded AWS at {stack.aws_endpoint}, receiver at {stack.receiver_url}, consumer running")
+        say(f"S3 tier on: batch files are copied to s3://{config.s3_bucket}/raw/")
+        say(f"data in {data_dir}, logs in {config.log_dir}")
+        index = DiskIndex(data_dir / "raw")
+        index.refresh()
+        sim, accepted_log = run_simulator(stack, args, Path(tmp))
+        accepted = read_accepted(accepted_log)
+        missing = wait_persisted(index, set(accepted), args.persist_timeout)
+        found = set(accepted) - missing
+        e2e = percentiles([index.durable_ms[k] - accepted[k] for k in found])
+        files = index.files_holding(found)
+        not_uploaded = wait_uploaded(stack, files, args.persist_timeout)
+        aggregates = aggregate_hours(stack, index, found, data_dir)
+    print()
+    print("Pipeline demo summary")
+    print(f"  sent       {sim.get('sent', 0)}")
+    print(f"  accepted   {len(accepted)}")
+    print(f"  persisted  {len(found)}")
+    print(f"  lost       {len(missing)}")
+    print(f"  end-to-end latency ms  P50 {e2e['p50']}  P95 {e2e['p95']}  P99 {e2e['p99']}")
+    print(f"  batch files written    {len(files)}")
+    print(f"  batch files in S3      {len(files) - len(not_uploaded)}  (s3://{config.s3_bucket}/raw/)")
+    for path in aggregates:
+        print(f"  aggregate  {path}")
+        print(f"             s3://{config.s3_bucket}/{S3_AGGREGATED_PREFIX}{path.name}")
+    print(f"  took {time.perf_counter() - started:.1f} s")
+    if missing:
+        print(f"FAILED: {len(missing)} accepted readings are not on disk", file=sys.stderr)
+        return 1
+    if not accepted:
+        print("FAILED: the receiver accepted no reading", file=sys.stderr)
+        return 1
+    if not_uploaded:
+        print(f"FAILED: {len(not_uploaded)} batch files are not in S3", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
