@@ -101,7 +101,15 @@ def format_latencies(latencies: BatchLatencies) -> str:
 
 
 @dataclass
-class ConsumerStats:
+class Totals:
+    """Running totals (mutated on the event loop only); ``summary()`` is their log line."""
+
+    def summary(self) -> str:
+        return " ".join(f"{name}={value}" for name, value in asdict(self).items())
+
+
+@dataclass
+class ConsumerStats(Totals):
     """Running totals for the shutdown summary and /metrics (mutated on the event loop only)."""
 
     batches: int = 0
@@ -115,21 +123,15 @@ class ConsumerStats:
     visibility_extensions: int = 0
     visibility_extension_failures: int = 0
 
-    def summary(self) -> str:
-        return " ".join(f"{name}={value}" for name, value in asdict(self).items())
-
 
 @dataclass
-class UploadStats:
+class UploadStats(Totals):
     """Running totals of the S3 uploader."""
 
     uploads: int = 0
     upload_bytes: int = 0
     upload_failures: int = 0
     uploads_abandoned: int = 0
-
-    def summary(self) -> str:
-        return " ".join(f"{name}={value}" for name, value in asdict(self).items())
 
 
 class LatencyHistogram:
