@@ -3,19 +3,11 @@
     python scripts/load_test.py --embedded --messages 1000 --rate 200
     python scripts/load_test.py --messages 10000 --rate 500 --batch-size 50 --report-json report.json
 
-Readings are sent at a fixed rate (``--rate`` readings per second), one per request to
-``/ingest`` or ``--batch-size`` per request to ``/ingest/batch``. Every reading answered
-202 is then looked up on disk by its natural key; the report (contract, "load_test
-report") counts what was lost and duplicated and gives latency percentiles; a reading
-found outside its ingest hour's partition is reported as ``misplaced`` and fails the run. Without
-``--embedded`` it targets a running receiver (``--url``, ``API_KEY``) whose consumer
-writes to ``DATA_DIR`` on this machine. Exit status 0 only when nothing accepted was lost.
-
-Sending is done by ``--senders`` processes (``scripts/load_generator.py``; default one per
-5,000 requests/s), each taking every N-th request of one schedule. After the run a latency
-plot (``scripts/latency_plot.py``) is written to ``--plot``, by default next to
-``--report-json`` with ``.png``. With ``--embedded`` the CPU each process used is printed,
-while sending and over the whole run: where to look first when a rate is not reached.
+Every reading answered 202 is looked up on disk by natural key; the report (contract,
+"load_test report") counts lost, duplicated and misplaced readings and gives latency
+percentiles. Without ``--embedded`` it targets a running receiver (``--url``, ``API_KEY``)
+whose consumer writes to ``DATA_DIR`` on this machine. With ``--embedded`` each process's
+CPU use is printed. Exit status 0 only when nothing accepted was lost or misplaced.
 """
 
 from __future__ import annotations
@@ -70,8 +62,8 @@ async def send_load(
 ) -> LoadRun:
     """Send ``messages`` readings at ``rate`` per second; requests are scheduled, not paced by replies.
 
-    One sender runs in the calling event loop; more run as spawned processes (see
-    ``scripts/load_generator.py``), waited for in a thread so the caller's loop stays free.
+    One sender runs in the calling event loop; more run as spawned processes
+    (``run_senders``), waited for in a thread so the caller's loop stays free.
     ``on_start`` is called just before the first request is due.
     """
     spec = ShareSpec(url, api_key, messages, rate, batch_size, vehicles, seed)

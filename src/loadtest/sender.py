@@ -1,22 +1,10 @@
-"""The load test's sending side: readings at a fixed rate, from one process or several.
+"""The load test's sending side: readings on one fixed schedule, from one process or several.
 
-The schedule is global: request ``j`` (readings ``j*B .. j*B+B-1``) is due ``j*B/rate``
-seconds after a common start. With ``N`` sender processes, sender ``s`` sends the
-requests ``j ≡ s (mod N)``, so the aggregate rate stays smooth. Natural keys are unique
-by construction: sender ``s`` uses only the vehicles ``v ≡ s (mod N)``, and within a
-sender every reading gets its own microsecond (a request's readings take consecutive
-microseconds from the moment it is written; the next request starts after them).
-
-A reading's body is assembled from prepared bytes: the vehicle's fields and one of a
-pool of payloads are encoded once, only the timestamp is formatted per reading. A sender
-records per request only its first reading's number, its timestamp, how many readings
-it carried, its answer and its round trip; who sent what is reconstructed afterwards
-with numpy (``merge_results``), which is also all that crosses the process boundary.
-
-A reading is stamped when its request is written. Requests wait for a free connection
-when ``MAX_IN_FLIGHT`` are unanswered; that wait shows as "behind schedule" (``lag_ms``)
-and in the throughput, not in end-to-end latency. Sender processes are started with the
-``spawn`` method, run on uvloop and talk HTTP through ``scripts/fast_http.py``.
+Request ``j`` carries readings ``j*B .. j*B+B-1`` and is due ``j*B/rate`` s after a common
+start; of ``N`` senders, sender ``s`` sends the requests ``j ≡ s (mod N)`` for the vehicles
+``v ≡ s (mod N)``. A request's readings are stamped with consecutive microseconds when it
+is written, never overlapping another request's, so natural keys are unique. Senders keep
+per-request arrays (``SenderResult``); ``merge_results`` rebuilds the readings from them.
 """
 
 from __future__ import annotations
@@ -42,7 +30,7 @@ CAN_ID = "0x1F0"
 PAYLOAD_POOL = 1021
 """Distinct payloads per sender; prime, so a vehicle does not see the same few over and over."""
 MAX_IN_FLIGHT = 2048
-"""Requests in flight at once, over all senders; beyond it a sender waits for an answer."""
+"""Requests in flight at once, over all senders; beyond it a sender waits (seen in ``lag_ms``, not e2e)."""
 REQUEST_TIMEOUT_S = 30.0
 START_DELAY_S = 0.2
 """Between every sender reporting ready and the first request being due."""
@@ -252,95 +240,134 @@ class ReadingEncoder:
         return b"%s%d\r\n\r\n%s" % (self._head, len(body), body)
 
 
-async def send_share(spec: ShareSpec, start_at: float | None = None, progress: Progress | None = None) -> SenderResult:
-    """Send this sender's requests on the global schedule; requests are scheduled, not paced by answers.
+class Sender:
+    """One sender's share of the schedule, sent from the running event loop.
 
-    ``start_at`` is when request 0 is due, on the ``time.monotonic`` clock (shared by every
-    process on the machine); default: now.
+    ``run`` starts the clock, writes each scheduled request when it is due (one task per
+    request, ``_send``), waits for every answer and freezes what it saw into a
+    ``SenderResult``. Requests are scheduled, not paced by answers.
     """
-    encoder = ReadingEncoder(spec)
-    pool = ConnectionPool(Target.from_url(spec.url), spec.max_in_flight)
-    result = SenderResult(spec)
-    first_reading, unix_us, count, latency_ms = array("q"), array("q"), array("i"), array("f")
-    lag_ms, refused_at, refused_n = array("f"), array("q"), array("i")
-    state = {"accepted": 0, "next_reading": 0, "last_us": 0}
-    if start_at is None:
-        start_at = time.monotonic()
-    result.started_unix_ms = (time.time() - (time.monotonic() - start_at)) * 1000
-    cpu_started = time.process_time()
 
-    async def one(request: int, due: float) -> None:
-        n = spec.readings_in(request)
-        reading = state["next_reading"]
-        state["next_reading"] += n
+    def __init__(self, spec: ShareSpec, progress: Progress | None = None) -> None:
+        self.spec = spec
+        self.progress = progress
+        self.encoder = ReadingEncoder(spec)
+        self.pool = ConnectionPool(Target.from_url(spec.url), spec.max_in_flight)
+        self.result = SenderResult(spec)
+        self.accepted = 0  # readings answered 202 so far
+        self._next_reading = 0
+        self._last_us = 0  # the last microsecond stamped on a reading; the next request starts after it
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Per accepted request:
+        self._first_reading, self._unix_us = array("q"), array("q")
+        self._count, self._latency_ms = array("i"), array("f")
+        # Per request written, and per request not accepted:
+        self._lag_ms = array("f")
+        self._refused_at, self._refused_n = array("q"), array("i")
+
+    async def run(self, start_at: float | None = None) -> SenderResult:
+        """Send the share; ``start_at``: request 0 due, on ``time.monotonic`` (machine-wide); default now."""
+        if start_at is None:
+            start_at = time.monotonic()
+        self.result.started_unix_ms = (time.time() - (time.monotonic() - start_at)) * 1000
+        cpu_started = time.process_time()
+        reporter = asyncio.create_task(self._report_progress())
         try:
-            connection = await pool.acquire()
-        except (OSError, TimeoutError) as exc:
-            result.sent += n
-            refuse(type(exc).__name__, n, time.time_ns() // 1000)
-            return
-        try:
-            now_us = max(time.time_ns() // 1000, state["last_us"] + 1)
-            state["last_us"] = now_us + n - 1
-            data = encoder.request(reading, n, now_us)
-            started = time.perf_counter()
-            lag_ms.append((time.monotonic() - due) * 1000)
-            result.sent += n
-            try:
-                status = str(await connection.send(data, spec.timeout_s))
-            except (OSError, TimeoutError, HttpProtocolError) as exc:
-                status = type(exc).__name__
+            await self._send_on_schedule(start_at)
+            await self._wait_for_answers()
         finally:
-            pool.release(connection)
-        if status == "202":
-            first_reading.append(reading)
-            unix_us.append(now_us)
-            count.append(n)
-            latency_ms.append((time.perf_counter() - started) * 1000)
-            state["accepted"] += n
-        else:
-            refuse(status, n, now_us)
+            reporter.cancel()
+            self.pool.close()
+        self.result.window_s = time.monotonic() - start_at
+        self.result.cpu_s = time.process_time() - cpu_started
+        if self.progress is not None:
+            self.progress(self.result.sent, self.accepted)
+        return self._freeze()
 
-    def refuse(status: str, n: int, at_us: int) -> None:
-        result.refused[status] = result.refused.get(status, 0) + n
-        refused_at.append(at_us)
-        refused_n.append(n)
-
-    async def report_progress() -> None:
-        while progress is not None:
-            progress(result.sent, state["accepted"])
-            await asyncio.sleep(PROGRESS_EVERY_S)
-
-    tasks: set[asyncio.Task[None]] = set()
-    reporter = asyncio.create_task(report_progress())
-    try:
-        for i, request in enumerate(spec.requests()):
-            due = start_at + spec.due_s(request)
+    async def _send_on_schedule(self, start_at: float) -> None:
+        """Start one ``_send`` task per request of the share, each when it is due."""
+        for i, request in enumerate(self.spec.requests()):
+            due = start_at + self.spec.due_s(request)
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             elif i % 32 == 0:
                 await asyncio.sleep(0)  # behind schedule: still let answers in now and then
-            task = asyncio.create_task(one(request, due))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.gather(*tasks)
-    finally:
-        reporter.cancel()
-        pool.close()
-    result.window_s = time.monotonic() - start_at
-    result.cpu_s = time.process_time() - cpu_started
-    if progress is not None:
-        progress(result.sent, state["accepted"])
-    result.first_reading = np.frombuffer(first_reading, np.int64).copy()
-    result.unix_us = np.frombuffer(unix_us, np.int64).copy()
-    result.count = np.frombuffer(count, np.int32).copy()
-    result.latency_ms = np.frombuffer(latency_ms, np.float32).copy()
-    result.lag_ms = np.frombuffer(lag_ms, np.float32).copy()
-    result.refused_unix_us = np.frombuffer(refused_at, np.int64).copy()
-    result.refused_count = np.frombuffer(refused_n, np.int32).copy()
-    return result
+            task = asyncio.create_task(self._send(request, due))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _wait_for_answers(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks)
+
+    async def _send(self, request: int, due: float) -> None:
+        """Write one request on a pooled connection and record its answer; never raises for I/O."""
+        n = self.spec.readings_in(request)
+        reading = self._next_reading
+        self._next_reading += n
+        try:
+            connection = await self.pool.acquire()
+        except (OSError, TimeoutError) as exc:
+            self.result.sent += n
+            self._refuse(type(exc).__name__, n, time.time_ns() // 1000)
+            return
+        try:
+            now_us = self._stamp(n)
+            data = self.encoder.request(reading, n, now_us)
+            started = time.perf_counter()
+            self._lag_ms.append((time.monotonic() - due) * 1000)
+            self.result.sent += n
+            try:
+                status = str(await connection.send(data, self.spec.timeout_s))
+            except (OSError, TimeoutError, HttpProtocolError) as exc:
+                status = type(exc).__name__
+        finally:
+            self.pool.release(connection)
+        if status == "202":
+            self._accept(reading, n, now_us, started)
+        else:
+            self._refuse(status, n, now_us)
+
+    def _stamp(self, n: int) -> int:
+        """The first of ``n`` consecutive microseconds from now, after every one stamped before."""
+        now_us = max(time.time_ns() // 1000, self._last_us + 1)
+        self._last_us = now_us + n - 1
+        return now_us
+
+    def _accept(self, reading: int, n: int, unix_us: int, started: float) -> None:
+        self._first_reading.append(reading)
+        self._unix_us.append(unix_us)
+        self._count.append(n)
+        self._latency_ms.append((time.perf_counter() - started) * 1000)
+        self.accepted += n
+
+    def _refuse(self, status: str, n: int, at_us: int) -> None:
+        self.result.refused[status] = self.result.refused.get(status, 0) + n
+        self._refused_at.append(at_us)
+        self._refused_n.append(n)
+
+    async def _report_progress(self) -> None:
+        while self.progress is not None:
+            self.progress(self.result.sent, self.accepted)
+            await asyncio.sleep(PROGRESS_EVERY_S)
+
+    def _freeze(self) -> SenderResult:
+        """The result, its arrays copied out of the growable buffers."""
+        result = self.result
+        result.first_reading = np.frombuffer(self._first_reading, np.int64).copy()
+        result.unix_us = np.frombuffer(self._unix_us, np.int64).copy()
+        result.count = np.frombuffer(self._count, np.int32).copy()
+        result.latency_ms = np.frombuffer(self._latency_ms, np.float32).copy()
+        result.lag_ms = np.frombuffer(self._lag_ms, np.float32).copy()
+        result.refused_unix_us = np.frombuffer(self._refused_at, np.int64).copy()
+        result.refused_count = np.frombuffer(self._refused_n, np.int32).copy()
+        return result
+
+
+async def send_share(spec: ShareSpec, start_at: float | None = None, progress: Progress | None = None) -> SenderResult:
+    """Send one share on the global schedule (see ``Sender.run``)."""
+    return await Sender(spec, progress).run(start_at)
 
 
 def expand(result: SenderResult) -> tuple[np.ndarray, np.ndarray]:
