@@ -1,9 +1,7 @@
 """AWS clients, created the same way for moto and for real AWS.
 
-Nothing here knows about moto: an endpoint URL in the settings (``AWS_ENDPOINT_URL``) is
-all that points the clients at the embedded server. Credentials from the settings are
-passed explicitly because ``.env`` values are not in ``os.environ``, where botocore
-would otherwise look for them.
+``AWS_ENDPOINT_URL`` is the only difference. Credentials from the settings are passed
+explicitly: values from ``.env`` are not in ``os.environ``, where botocore would look.
 """
 
 from __future__ import annotations
@@ -41,8 +39,7 @@ def _client_kwargs(settings: CommonSettings) -> dict[str, Any]:
 
 @asynccontextmanager
 async def _async_client(service: Literal["sqs", "s3"], settings: CommonSettings, **config: Any) -> AsyncIterator[Any]:
-    # aiobotocore is imported here, not at the top: the aggregator and the scripts only
-    # need botocore, and importing aiobotocore costs them about 0.3 s at every start.
+    # Imported here: the aggregator and the scripts need only botocore, and this import is slow.
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
 

@@ -1,16 +1,10 @@
 """The SQS message codec: how stored readings travel through the queue.
 
-Three body forms exist and every consumer accepts all of them (contract, "SQS"):
-
-* v1: the body *is* one stored record, as the seed's design published it;
-* v2: ``{"v": 2, "records": [...]}`` packs many records into one message, because SQS
-  bills and rate-limits per request, not per reading;
-* v2 compressed: ``{"v": 2, "encoding": "zlib+base64", "data": "..."}``, the v2 records
-  array deflated, for when bytes rather than requests are what costs.
-
-Decoding validates every record against :class:`StoredReading` and makes sure the writer
-can serialize it (see :func:`_unstorable`), so a message that decodes is safe to store
-and one that does not is poison, reported as :class:`MessageDecodeError` with the reason.
+Three body forms, all accepted by :func:`decode_body` (contract, "SQS message bodies"):
+v1, one stored record; v2, ``{"v": 2, "records": [...]}``; v2 compressed,
+``{"v": 2, "encoding": "zlib+base64", "data": "..."}``. A body that decodes holds only
+records that validate as :class:`StoredReading` and that :func:`serialize` can write;
+anything else is poison, raised as :class:`MessageDecodeError` with the reason.
 """
 
 from __future__ import annotations
@@ -32,12 +26,10 @@ ZLIB_BASE64 = "zlib+base64"
 SQS_MAX_MESSAGE_BYTES = 262_144
 """SQS's limit on a message body (256 KiB)."""
 MAX_INFLATED_BYTES = 16 * 1024 * 1024
-"""The most a compressed envelope may inflate to. The receiver packs at most 1 MiB; a
-256 KiB body of zeros would inflate to ~190 MB, so anything beyond this is poison."""
+"""The most a compressed envelope may inflate to (the receiver packs at most 1 MiB); beyond it, poison."""
 
 COMPRESSION_LEVEL = 1
-"""zlib's fastest level: JSON readings shrink about fivefold for 1.4 µs a reading; level 6
-shrinks them eightfold for twice the CPU (measured on 700 readings; docs/performance.md)."""
+"""zlib's fastest level (why: docs/performance.md, "Packing readings into SQS messages")."""
 
 _records_adapter: TypeAdapter[list[StoredReading]] = TypeAdapter(list[StoredReading])
 
@@ -54,8 +46,7 @@ def encode_record(record: StoredReading) -> str:
 def serialize(record: StoredReading) -> bytes:
     """A record's compact JSON, as it goes into envelopes and JSONL lines.
 
-    The bytes of ``model_dump_json().encode()``, from the serializer directly: that skips
-    the str round trip and about a third of the CPU, and the consumer pays it per reading.
+    The bytes of ``model_dump_json().encode()``, without the str round trip (a hot path).
     """
     return record.__pydantic_serializer__.to_json(record)
 
@@ -136,15 +127,8 @@ _CONTAINERS = (dict, list)
 def _unstorable(record: StoredReading) -> str | None:
     """Why :func:`serialize` would fail on ``record`` (which then is poison), or None.
 
-    orjson decodes documents nested up to 1024 levels, pydantic's serializer
-    gives up at about 255: a record with extra fields in between once decoded fine and
-    then failed every flush of its batch, holding the valid readings received with it in
-    SQS until the poison reached the dead-letter queue. Only extra fields holding arrays
-    or objects can fail (declared fields are validated, and JSON scalars from orjson
-    always serialize), so only such records pay for a trial serialization, with the
-    writer's own serializer and so exactly its limits. Every other record costs a look
-    at its extras: 0.07 µs a reading without any, 0.17 µs with scalar ones, against
-    1.7-2 µs for serializing every record (decoding costs 7-10 µs a reading).
+    Only extra fields holding arrays or objects can fail, so only such records pay for a
+    trial serialization (why: docs/architecture.md, "Design notes: common").
     """
     extra = record.__pydantic_extra__
     if not extra:

@@ -1,15 +1,8 @@
 """Garbage-collector settings for the long-running services (receiver, consumer).
 
-Validation makes about ten short-lived objects per reading, and a busy consumer holds
-tens of thousands of readings between receiving and deleting them. With CPython's
-default thresholds (700, 10, 10) the cyclic collector then runs hundreds of times a
-second and keeps re-scanning the readings in flight: in a consumer draining 150,000
-readings it was about a third of the process's CPU (docs/performance.md). Reference
-counting frees nearly all of these objects the moment they are done with; the collector
-is only needed for reference cycles, which the hot paths do not make. So the services
-collect the young generation every 50,000 allocations instead of every 700, and freeze
-what startup allocated (modules, settings, clients: never garbage) out of its sight.
-Cycles are still collected, only later.
+:func:`tune_for_throughput` freezes the startup heap and collects the young generation far
+less often; cycles are still collected, only later. Why: docs/architecture.md, "Design
+notes: common"; measured in docs/performance.md.
 """
 
 from __future__ import annotations

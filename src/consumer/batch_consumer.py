@@ -1,18 +1,12 @@
 """The batch consumer: ``python -m src.consumer.batch_consumer``.
 
-Several long polls keep SQS's receive pipe full; their messages are decoded (poison is
-logged and left for the dead-letter queue), buffered into batches by reading count or
-age, and each batch is flushed by its own task: written to hour-partitioned JSONL files,
-fsynced, and only then deleted from SQS. At most two batches are written at once, so
-pollers never wait on the disk unless too many readings are buffered (backpressure). From its
-receipt until its flush is over, a message is kept invisible in SQS by the visibility
-heartbeat (``visibility``), so a slow write never gets it delivered a second time.
-With ``S3_BUCKET`` set, each durable file is also handed to the uploader
-(``uploading``), which copies it to S3 beside this path, never in it.
-
-Delivery is at least once: a crash between the write and the delete stores a reading
-twice, and downstream deduplicates by natural key. Nothing is ever deleted before it is
-durable, so nothing is lost.
+Long-polls SQS, batches readings by count or age, writes each batch as fsynced
+hour-partitioned JSONL and only then deletes its messages, which stay invisible until
+then (``visibility``). Poison is logged and left for the dead-letter queue; with
+``S3_BUCKET`` set, durable files are copied to S3 off the delete path (``uploading``).
+At least once: nothing is deleted before it is durable; a crash between write and delete
+stores a reading twice (deduplicated downstream). Why: docs/architecture.md, "Design
+notes: consumer".
 """
 
 from __future__ import annotations
@@ -55,11 +49,9 @@ MAX_CONCURRENT_FLUSHES = 2
 BACKPRESSURE_BATCHES = 10
 """Pollers pause while more than this many batches' worth of readings are unflushed..."""
 BACKPRESSURE_MIN_READINGS = 50_000
-"""...or this many, if more. One receive of ten deflated envelopes can bring 30,000
-readings; without the floor that alone exceeds the budget, and the pollers take turns
-instead of keeping SQS's pipe full (50,000 readings are about 75 MB in memory)."""
+"""...or this many, if more: one receive of large envelopes alone must not exhaust the budget."""
 MAX_MERGED_READINGS = 20_000
-"""Most readings one flush takes when it absorbs the batches waiting for the disk (~6 MB)."""
+"""Most readings one flush takes when it absorbs the batches waiting for the disk."""
 WRITE_RETRY_DELAY_S = 0.5
 UPLOAD_DRAIN_S = 10.0
 """At shutdown, uploads get this long to finish; the rest wait for the next start's catch-up."""
@@ -141,8 +133,7 @@ class Consumer:
     async def _drain(self) -> None:
         """Stop receiving, flush every buffered reading, then stop the helpers and log the totals.
 
-        A message SQS was handing to a cancelled long poll is not lost: we never saw it, so
-        we never deleted it, and it becomes visible again after the visibility timeout.
+        A message a cancelled long poll was receiving was never seen, so never deleted: it comes back.
         """
         tasks = self._tasks
         log.info(
@@ -219,8 +210,7 @@ class Consumer:
     async def _dispatch(self) -> None:
         """Hand each ready batch to its own flush task, at most two writing at a time.
 
-        Batches that sealed while both slots were busy join the next one written
-        (:meth:`Batcher.absorb_ready`): one file and one fsync for all of them.
+        Batches that sealed while both slots were busy join it (:meth:`Batcher.absorb_ready`).
         """
         while (batch := await self._batcher.next_batch()) is not None:
             await self._flush_slots.acquire()
@@ -230,17 +220,12 @@ class Consumer:
             task.add_done_callback(self._flushes.discard)
 
     async def _flush(self, batch: Batch) -> None:
-        """Write the batch, then delete its messages from SQS.
-
-        The write slot and the backpressure budget are given back as soon as the write is
-        over: the delete is a round trip to SQS, and holding the slot through it made the
-        disk wait on the queue under load. The messages stay held (kept invisible) until
-        they are deleted.
-        """
+        """Write the batch, then delete its messages from SQS; they stay held (invisible) until then."""
         try:
             try:
                 result = await self._write(batch)
             finally:
+                # Given back before the delete: holding the slot through an SQS round trip made the disk wait.
                 self._flush_slots.release()
                 await self._release(batch.readings)
             if result is None:
@@ -271,8 +256,7 @@ class Consumer:
     async def _write(self, batch: Batch) -> WriteResult | None:
         """Write the batch, retrying once; None means it failed twice and nothing is deleted.
 
-        A retry rewrites the whole batch, so a partition written before the failure may be
-        stored twice; that is a duplicate (deduplicated downstream), never a loss.
+        A retry rewrites the whole batch: a partition written before the failure is stored twice.
         """
         records = list(batch.records())
         outcome = await asyncio.to_thread(self._try_write, records)

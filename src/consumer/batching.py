@@ -1,11 +1,9 @@
 """Grouping received messages into batches by reading count or age.
 
-A batch flushes when it holds ``batch_size`` readings or ``timeout_s`` after its first
-reading arrived, whichever comes first: the size bound keeps files and delete calls
-efficient under load, the age bound gets a lone reading to disk promptly even though a
-long poll lasts up to 20 s. Batches count readings, not messages (a v2 envelope carries
-many), but a message is never split across batches because SQS deletes per message: a
-message is deleted only once every record it carries is durable.
+A batch is ready when it holds ``batch_size`` readings or ``timeout_s`` after its first
+reading arrived, whichever comes first. Batches count readings, but never split a
+message (SQS deletes whole messages), so a batch may exceed ``batch_size`` by the rest
+of one envelope.
 """
 
 from __future__ import annotations
@@ -120,10 +118,7 @@ class Batcher:
     def absorb_ready(self, batch: Batch, max_readings: int) -> Batch:
         """``batch`` plus the batches sealed since, in order, up to ``max_readings`` in all.
 
-        Called by the writer when a disk slot frees up: batches that sealed while every
-        slot was busy are written as one, so under load the number of files, fsyncs and
-        delete calls per reading falls instead of the backlog growing; at low load
-        nothing is waiting and each batch is written on its own as soon as it seals.
+        Called when a disk slot frees up; at low load nothing is waiting and ``batch`` comes back alone.
         """
         while self._ready and batch.readings + self._ready[0].readings <= max_readings:
             for message in self._ready.popleft().messages:

@@ -1,15 +1,10 @@
 """What the consumer measures: latency percentiles per batch, counters, Prometheus.
 
-The pipeline's latency target is stated as P50/P95/P99, so each flushed batch logs
-those for three spans: end-to-end (reading taken -> durable on disk), queue (sent to
-SQS -> received by us) and processing (received -> durable). One line per batch keeps
-the log greppable without a metrics backend.
-
-For Prometheus, the counters are the plain dataclasses the code already updates
-(:class:`ConsumerStats`, :class:`UploadStats`), read by a collector at scrape time, and
-end-to-end latency is a histogram whose buckets numpy fills a whole batch at a time: at
-20,000 readings/s, one ``Histogram.observe`` per reading would cost more CPU than the
-rest of the bookkeeping together. ``prometheus_client`` still renders the text format.
+Each flushed batch logs P50/P95/P99 of three spans: end-to-end (reading taken ->
+durable), queue (sent to SQS -> received) and processing (received -> durable).
+``/metrics`` reads the counters (:class:`ConsumerStats`, :class:`UploadStats`) at scrape
+time and an end-to-end histogram filled a batch at a time with numpy (why:
+docs/architecture.md, "Design notes: consumer").
 """
 
 from __future__ import annotations

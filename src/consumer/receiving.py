@@ -1,10 +1,7 @@
 """Talking to SQS: long polls, decoding bodies, deleting what is durable.
 
-Poison (a body that is not a valid reading or envelope, or holds a reading the writer
-could not serialize) is never deleted here: SQS's redrive policy moves it to the
-dead-letter queue after five receives, where a human can look at it (and
-``scripts/redrive_dlq.py`` move it back once the cause is fixed), and meanwhile it never
-holds up the valid messages around it.
+Poison (``MessageDecodeError`` from :func:`parse_message`) is never deleted here:
+the queue's redrive policy moves it to the dead-letter queue after ``MAX_RECEIVES``.
 """
 
 from __future__ import annotations
@@ -89,8 +86,7 @@ class QueueClient:
     async def delete(self, messages: Sequence[ReceivedMessage], batch_id: str) -> DeleteOutcome:
         """Delete ``messages`` in concurrent chunks of 10; failures are logged, not raised.
 
-        A message we fail to delete is received again and stored twice; downstream
-        deduplicates by natural key, so a failure here costs bytes, never correctness.
+        A message not deleted comes back and is stored twice: a duplicate, never a loss.
         """
         chunks = [messages[i : i + MAX_MESSAGES] for i in range(0, len(messages), MAX_MESSAGES)]
         results = await asyncio.gather(*(self._delete_chunk(chunk, batch_id) for chunk in chunks))

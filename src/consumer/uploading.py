@@ -1,25 +1,10 @@
 """Copies of the durable batch files in S3, made beside the SQS path, never in it.
 
-With ``S3_BUCKET`` set, every batch file the consumer has made durable is queued here and
-uploaded to ``raw/<hive path>/<file name>[.gz]`` (contract, "Storage layout") by a few
-asyncio tasks sharing one aiobotocore client. The SQS path never waits for S3: a flush
-hands over its file names and goes on to delete its messages, because the reading is
-already safe on local disk. S3 only ever gets a copy of what the disk has.
-
-What keeps the copy complete:
-
-- an upload that fails is retried with bounded exponential backoff and full jitter until
-  it succeeds; nothing local is deleted here, ever (``scripts/prune_local.py`` deletes
-  local files only once S3 holds them);
-- each PutObject carries Content-MD5, so S3 stores exactly the bytes read from the file
-  or refuses them; an object that exists is complete (S3 has no partial objects);
-- uploads not finished at shutdown, or lost with a crash, are found at the next start by
-  :meth:`Uploader.catch_up`, which lists each local hour partition's prefix in S3 and
-  queues the local files it lacks.
-
-File reads and gzip run in worker threads (``asyncio.to_thread``): the event loop also
-serves SQS. gzip uses ``mtime=0`` so the same file always compresses to the same bytes,
-and an upload repeated after a crash overwrites an object with an identical one.
+Each submitted file is uploaded to ``raw/<hive path>/<file name>[.gz]`` with Content-MD5,
+retried (bounded backoff, full jitter) until it succeeds; nothing local is ever deleted
+here. Uploads left at shutdown or lost in a crash are found by :meth:`Uploader.catch_up`
+at the next start. gzip uses ``mtime=0``: a file always compresses to the same bytes.
+Why: docs/architecture.md, "The S3 tier".
 """
 
 from __future__ import annotations
@@ -44,11 +29,9 @@ from src.consumer.metrics import UploadStats
 log = logging.getLogger(__name__)
 
 GZIP_LEVEL = 6
-"""zlib's default: 10-15x smaller batch files (measured in docs/adr/0002-storage-strategy.md),
-about 0.5 ms of a worker thread per 100-reading file and 0.1 s per 5 MiB one."""
+"""zlib's default (costs and ratios: docs/performance.md, "S3 tier")."""
 UPLOAD_BACKOFF_BASE_S = 0.5
 UPLOAD_BACKOFF_CAP_S = 30.0
-"""A failing S3 is retried at most every 30 s per upload task: an outage only delays copies."""
 
 Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
@@ -195,7 +178,7 @@ class Uploader:
         self.stats.upload_bytes += len(body.data)
 
     async def _put(self, path: Path, key: str) -> Body:
-        body = await asyncio.to_thread(read_body, path, self.gzipped)
+        body = await asyncio.to_thread(read_body, path, self.gzipped)  # the event loop also serves SQS
         await self.client.put_object(
             Bucket=self.bucket,
             Key=key,

@@ -1,21 +1,11 @@
 """The visibility heartbeat: held messages stay invisible until they are deleted or given up.
 
-SQS hides a received message for the queue's visibility timeout (30 s) and then hands
-it out again. A message the consumer holds (buffered in a batch, waiting for a flush
-slot, or being written: a slow fsync, a retried write) must not reappear meanwhile, or
-it is delivered twice and, at worst, written by a second consumer while the first write
-is still going. So every message is *held* from the moment its receive returns until
-its batch's flush is over, and every ``beat_s`` the keeper extends the visibility of
-each held message whose current window is half gone back to the full timeout
-(``ChangeMessageVisibilityBatch``, 10 per call). A batch whose write gave up is released
-like a flushed one: extending stops and its messages come back after the timeout.
-
-A failed extension is logged with the batch and retried on the next beat; it is never
-fatal. Timing: a message's window is renewed between ``timeout / 2`` and ``timeout / 2 +
-beat_s`` after it started, and the settings keep ``beat_s`` below ``timeout / 4``, which
-leaves at least a quarter of the timeout for the call itself. Rounds do not wait for each
-other: a slow call delays only its own messages (which are not sent again while it is in
-flight), and it is given up once their window is over, so the next beat retries them.
+A message is held from the return of its receive until its batch's flush is over; every
+``beat_s`` each held message whose window is half gone is extended back to the full
+timeout. A failed extension is logged and retried on the next beat, never fatal; a
+released message (deleted, or its write given up) is no longer extended. Requires
+``beat_s < timeout / 4`` (the settings enforce it). Why and the timing:
+docs/architecture.md, "Design notes: consumer".
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
-"""Bring up the whole pipeline on this machine: moto's server, the receiver, the consumer.
+"""Bring up the whole pipeline on this machine: moto's server, the receiver, the consumers.
 
-Used by ``make demo`` (fixed ports, as an operator would run it), by ``load_test.py
---embedded`` and by the integration tests (free loopback ports, a temporary DATA_DIR).
 Every service runs as its own process with the contract's command, configured only
-through environment variables, exactly as a user would start it in four terminals.
-
-To scale out, ``StackConfig.receiver_workers`` runs uvicorn with ``--workers N`` (N
-processes sharing the port, each with its own SQS publisher and its own ``/metrics``)
-and ``StackConfig.consumers`` starts several consumers on the one queue and DATA_DIR.
-``StackConfig.s3_bucket`` turns the S3 tier on: the bucket is created as
-``scripts/setup_s3.py`` creates it, and every process gets ``S3_BUCKET``. Each consumer
-serves its Prometheus metrics on a port of its own (:attr:`EmbeddedStack.metrics_ports`).
+through environment variables; queues (and with ``s3_bucket`` the bucket) are provisioned
+as the setup scripts do. Leaving :class:`EmbeddedStack` stops every process it started.
+How it is used: docs/architecture.md, "Components".
 """
 
 from __future__ import annotations
@@ -54,9 +47,7 @@ class StackConfig:
     receiver_workers: int = 1
     """uvicorn worker processes (``--workers``); 1 serves from uvicorn's own process."""
     visibility_timeout_s: int | None = None
-    """The queue's VisibilityTimeout and the consumers' VISIBILITY_TIMEOUT_S, if not the
-    contract's 30 s: tests of redelivery use a few seconds. Set before any consumer polls,
-    since a long poll keeps the timeout it started with."""
+    """The queue's VisibilityTimeout and the consumers' VISIBILITY_TIMEOUT_S, if not the default 30 s."""
     s3_bucket: str | None = None
     """Turns the S3 tier on (the bucket is created at start)."""
     env: dict[str, str] = field(default_factory=dict)

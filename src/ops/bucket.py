@@ -49,10 +49,7 @@ STANDARD_IA_AFTER_DAYS = 30  # [T], [A]: S3 refuses STANDARD_IA/ONEZONE_IA befor
 GLACIER_AFTER_DAYS = 90  # the seed's day; [T] needs it at least 30 days after STANDARD_IA (day 60 here)
 ABORT_MULTIPART_AFTER_DAYS = 7  # parts of an upload nobody finished are billed until removed
 
-# Objects smaller than 128 KB are not transitioned at all under this setting (S3's default,
-# [M]); stated explicitly so that a bucket switched to "varies_by_storage_class" by hand is
-# put back. Tiny objects would cost more in IA (billed as 128 KB each) and in Glacier
-# (40 KB of metadata per object) than in Standard.
+# Objects under 128 KB are never transitioned (S3's default, [M]); stated so a bucket changed by hand is put back.
 TRANSITION_DEFAULT_MINIMUM_OBJECT_SIZE: Final = "all_storage_classes_128K"
 
 # S3's waterfall [T]: a lifecycle rule may only move objects down this list.
@@ -106,17 +103,11 @@ def lifecycle_rules() -> list[LifecycleRuleTypeDef]:
 def check_lifecycle_rules(rules: Sequence[Mapping[str, Any]]) -> list[str]:
     """What in ``rules`` real S3 would refuse, or bill as an early deletion; empty when nothing.
 
-    moto accepts lifecycle rules that S3 refuses, so the tests run our rules through this
-    instead. It checks what the documents above state: rule IDs unique and at most 255
-    characters, a Status, exactly one of Filter and (legacy) Prefix, at least one action
-    ([A]); transitions by Days only, down S3's waterfall, on distinct days, IA classes no
-    earlier than day 30 and nothing leaving an IA class within 30 days ([T]); Expiration
-    after the last transition ("'Days' in the expiration action must be ... greater than
-    that in the transition action", S3's InvalidArgument) and no earlier than that class's
-    minimum storage duration ([C], S3 accepts it but bills the rest of the minimum).
-
-    The API reference words the IA minimum as "greater than 30" [A]; the user guide [T]
-    and S3 itself accept 30, as its own example does [E].
+    Checks: rule IDs unique and at most 255 characters, a Status, exactly one of Filter and
+    (legacy) Prefix, at least one action ([A]); transitions by Days only, down S3's
+    waterfall, on distinct days, IA classes no earlier than day 30 and nothing leaving an
+    IA class within 30 days ([T]); Expiration after the last transition (S3's
+    InvalidArgument) and no earlier than that class's minimum storage duration ([C]).
     """
     problems: list[str] = []
     ids = [rule.get("ID") for rule in rules]

@@ -2,19 +2,10 @@
 
     python scripts/prune_local.py [--older-than-hours 48] [--dry-run]
 
-With the S3 tier on, ``DATA_DIR/raw`` only needs the recent hours: the ones the
-aggregator still reads locally and the ones whose uploads may still be pending. This
-deletes a local batch file only when
-
-- its hour ended more than ``--older-than-hours`` ago, and
-- S3 lists its object under ``raw/`` (gzipped or not). An object exists in S3 only
-  once complete, and the consumer's PutObject carried Content-MD5, so S3 holds exactly
-  the file's bytes.
-
-A file S3 lacks is kept and reported (its upload is pending or failed; the consumer's
-catch-up uploads it at its next start). Emptied partition directories are removed.
-``--dry-run`` lists what would go and deletes nothing. Run it from cron after the hourly
-aggregator, e.g. ``15 * * * *``.
+A file is deleted only when its hour ended more than ``--older-than-hours`` ago and S3
+lists its object under ``raw/`` (gzipped or not); a file S3 lacks is kept and counted.
+Emptied partition directories are removed; ``--dry-run`` deletes nothing. Why:
+docs/architecture.md, "The S3 tier".
 """
 
 from __future__ import annotations

@@ -1,27 +1,12 @@
 """Move dead letters back from the dead-letter queue to the telemetry queue, once their cause is fixed.
 
-    python scripts/redrive_dlq.py                        # dry run: list what would move, change nothing
-    python scripts/redrive_dlq.py --only-valid           # dry run of moving only what decodes now
-    python scripts/redrive_dlq.py --apply                # move every dead letter back
-    python scripts/redrive_dlq.py --apply --only-valid   # move what decodes now; poison stays in the DLQ
-    python scripts/redrive_dlq.py --apply --max 100      # move at most 100 messages
+    python scripts/redrive_dlq.py [--apply] [--only-valid] [--max N]
 
-Reads AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, SQS_QUEUE_NAME (the DLQ is ``<name>-dlq``)
-and SQS_QUEUE_URL from the environment or .env, like every other process.
-
-Every message is listed with its id, receive count (as SQS reports it, this look
-included), sent time, size and what ``decode_body`` makes of it today: ``valid, N
-readings`` or the reason it is poison. The dry run only looks: each message is received
-with a short visibility timeout, never deleted, and made visible again as soon as the
-listing is over. ``--apply`` sends each message to the source queue and deletes it from
-the DLQ only after the send succeeded, so a failure can duplicate a message (the
-pipeline deduplicates by natural key) but never lose one.
-
-SQS's own StartMessageMoveTask would move messages without this loop, but it cannot
-leave poison behind (``--only-valid``) and moto's server does not implement it, so the
-same code path runs locally and on AWS.
-
-Exit status: 0, or 1 if any move failed, 2 if a queue does not exist.
+Lists every message with what ``decode_body`` makes of it today. Without ``--apply``
+nothing changes (messages looked at are made visible again); with it, each message is
+sent to the source queue and deleted from the DLQ only after the send succeeded, so a
+failure may duplicate a message, never lose one. Exit status: 0, or 1 if any move
+failed, 2 if a queue does not exist. More: docs/architecture.md, "Design notes: operator tools".
 """
 
 from __future__ import annotations
@@ -47,9 +32,7 @@ else:
 log = logging.getLogger("redrive_dlq")
 
 LOOK_VISIBILITY_S = 30
-"""How long a message looked at stays hidden if this script dies before making it visible
-again: long enough not to receive it twice during one listing, short enough that a
-consumer-side redrive or a second look soon sees it."""
+"""How long a message looked at stays hidden if this script dies before making it visible again."""
 RECEIVE_WAIT_S = 1
 """A long poll, however short, asks every SQS server; an empty one means the DLQ is done."""
 SQS_BATCH = 10  # SQS's limit per ReceiveMessage and ChangeMessageVisibilityBatch
@@ -157,8 +140,7 @@ def receive(sqs: SyncSQSClient, dlq_url: str, count: int) -> list[MessageTypeDef
 def move(sqs: SyncSQSClient, letter: DeadLetter, dlq_url: str, source_url: str) -> str | None:
     """Send ``letter`` to the source queue, then delete it from the DLQ; the failure, or None.
 
-    One message at a time: the DLQ is small, and a batch of ten full messages would
-    exceed SQS's limit on a batch's total size.
+    One at a time: a batch of ten full messages would exceed SQS's limit on a batch's size.
     """
     extra: dict[str, Any] = {"MessageAttributes": letter.message_attributes} if letter.message_attributes else {}
     try:

@@ -1,13 +1,9 @@
 """The receiver: ``uvicorn src.receiver.app:app``.
 
-Two layers. The ingest endpoints, which carry all the traffic, are answered by
-:mod:`src.receiver.ingest` straight from ASGI: authenticate before reading, bound,
-validate, stamp, queue, answer. Everything else (``/health``, ``/metrics``, ``/docs``,
-the OpenAPI document that also describes the ingest endpoints) is a FastAPI app, whose
-lifespan opens the SQS client and the group-commit publisher both layers share.
-
-A ``202`` means the readings are in SQS; anything that cannot guarantee that is a ``503``
-the client should retry.
+``POST /ingest`` and ``/ingest/batch`` are answered from plain ASGI (:mod:`src.receiver.ingest`);
+everything else (``/health``, ``/metrics``, ``/docs``) is a FastAPI app whose lifespan opens
+the SQS client and publisher both share. A ``202`` means the readings are in SQS; anything
+that cannot guarantee that is a ``503`` the client should retry.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """API key checks for the ingest endpoints.
 
-Keys are compared in constant time, and against every configured key without stopping at
-the first match, so neither the response time nor the key's position in the rotation list
-tells an attacker how close a guess was.
+Constant time, and against every configured key without stopping at the first match: the
+response time tells nothing about a guess or the key's place in the rotation list.
 """
 
 from __future__ import annotations

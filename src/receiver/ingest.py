@@ -1,18 +1,9 @@
 """``POST /ingest`` and ``POST /ingest/batch``, served as plain ASGI rather than by FastAPI.
 
-These two endpoints carry all of the receiver's traffic. Profiled under load, one reading
-through FastAPI cost about 440 µs of CPU, some 400 µs of it the framework's per-request
-machinery (middleware, routing, dependency solving, Request and Response objects), while
-uvicorn itself costs about 40 µs. So they are answered here, with the same answers
-FastAPI gave (the same status codes, bodies and headers; tests pin them), and FastAPI
-keeps ``/health``, ``/metrics`` and ``/docs`` and documents these two
-(``models.ingest_operations``).
-
-The order of the checks is the point of the module: the key first, before a single body
-byte is read; then the size, from ``Content-Length`` and again while streaming; then one
-pass of pydantic's JSON parser that parses and validates together (a 422 for anything it
-refuses, absurd nesting and invalid UTF-8 included, never a 5xx); then the server
-timestamp, the queue, and ``202`` only once SQS holds every reading.
+Same answers as FastAPI would give (tests pin them); FastAPI's per-request cost is why
+(docs/performance.md). Order of checks: the key, before any body byte is read; the size,
+from ``Content-Length`` and while streaming; one parse-and-validate pass (422 for anything
+refused, never a 5xx); the stamp; ``202`` only once SQS holds every reading.
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
 """Getting accepted readings into SQS: a group-commit publisher and the queue it talks to.
 
-SQS charges and rate-limits per request, and moto (the embedded AWS) gets slower per call
-as the queue grows, so one ``SendMessage`` per reading would make the queue, not the
-receiver, the bottleneck. Readings from concurrent requests are therefore collected for a
-moment and sent together as v2 envelopes; a request is answered only once every envelope
-carrying its readings was accepted by SQS.
-
-Large envelopes are deflated (the contract's compressed v2 form) and may then hold up to
-1 MiB of readings: JSON readings shrink five- to eightfold, so one message carries about
-3,000 readings instead of 850. That divides the requests SQS bills (each 64 KiB of a
-request counts) and the messages moto, the embedded AWS, keeps and scans, whose work per
-received message grows with the messages in the queue. Small envelopes stay plain: there
-the per-request cost dominates and compressing would only add CPU (docs/performance.md
-has the measurements).
+Records of concurrent requests are sent together as v2 envelopes; envelopes above
+``COMPRESS_ABOVE_BYTES`` are deflated and may carry up to ``MAX_DEFLATED_ENVELOPE_BYTES``.
+A request is answered only once every envelope carrying its readings was accepted.
+Why: docs/architecture.md, "Design notes: receiver"; measurements in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -70,18 +61,11 @@ class _Envelope:
 class GroupCommitPublisher:
     """Collects records from concurrent callers and sends them to SQS in few, large messages.
 
-    A send starts when the open envelope has lingered ``linger_s`` or when the next record
-    would push it past ``max_message_bytes``; at most ``max_in_flight`` sends run at once.
-    While all send slots are busy the open envelope keeps filling, so envelopes grow with
-    load by themselves: light load costs ``linger_s`` of latency, heavy load gets batching.
-
-    ``publish`` returns only when every envelope holding the caller's records was accepted,
-    and raises :class:`PublishError` otherwise (or when that takes longer than
-    ``timeout_s``). Records of one call may be split over several envelopes; if one of them
-    fails after another succeeded, a client's retry re-sends readings already queued. That
-    is accepted on purpose: the pipeline deduplicates by the natural key
-    ``(vehicle_id, can_id, timestamp)`` downstream, while losing an acknowledged reading
-    would be unrecoverable.
+    A send starts when the open envelope has lingered ``linger_s`` or the next record would
+    not fit; at most ``max_in_flight`` sends run at once, and meanwhile the open envelope
+    keeps filling. ``publish`` returns only when every envelope holding the caller's
+    records was accepted, and raises :class:`PublishError` otherwise or after ``timeout_s``;
+    a retry after a partial failure may queue readings twice (deduplicated downstream).
     """
 
     def __init__(
@@ -194,8 +178,7 @@ class GroupCommitPublisher:
         with its number of readings: one body, unless deflating did not get it under the limit."""
         if self._compress_above is None or size <= self._compress_above:
             return [(len(records), encode_envelope(records))]
-        # Deflating 1 MiB takes a few milliseconds; zlib releases the GIL, so a worker
-        # thread does it beside the event loop instead of stalling every request.
+        # zlib releases the GIL: a worker thread deflates without stalling the event loop.
         body = await asyncio.to_thread(encode_envelope, records, compress=True)
         if len(body) <= self._max_bytes or len(records) == 1:
             return [(len(records), body)]
