@@ -1,25 +1,10 @@
-"""Batch files to compact columns: what each worker process does with its share of an hour.
+"""Batch files to compact columns (one 72-byte :data:`ROW` per reading): a worker process's share of an hour.
 
-A reading becomes one 72-byte row of :data:`ROW` (microsecond timestamp, vehicle and CAN
-id as small integer codes into the chunk's own vocabularies, the seven signals as
-float64), so an hour costs memory per reading rather than per Python object.
-
-Files are read in blocks of whole lines (memory does not grow with file size), and the
-blocks of consecutive files gathered into batches of a few MB. Each line then takes the
-first of three readers that can take it, all agreeing on what a reading is:
-
-1. :func:`~src.aggregator.fastlines.parse_block` reads the lines in the consumer's exact
-   layout with numpy, a whole batch at once, making no Python object per line;
-2. the lines it left (another field order, extra fields, escapes, long numbers, other
-   timestamp spellings, blank or corrupt lines) of one file block go to
-   :func:`_read_fast`: one ``orjson.loads`` per line, fields pulled with ``itemgetter``
-   and type-checked for all of them at once, all or nothing;
-3. if that finds anything unusual, those lines are read one by one through
-   :func:`~src.aggregator.records.parse_line`, the reference definition of a reading,
-   which also names each skipped line.
-
-Neither faster reader accepts a line the reference would skip, nor keys or values one
-differently; rows keep the order of their lines, whichever reader read them.
+Each line goes to the first of three readers that takes it: the vectorised
+:func:`~src.aggregator.fastlines.parse_block`, then :func:`_read_fast` (orjson, all or
+nothing per block), then the reference :func:`~src.aggregator.records.parse_line`, which
+names skipped lines. No reader accepts a line the reference would skip, nor reads one
+differently; rows keep the order of their lines.
 """
 
 from __future__ import annotations
@@ -44,8 +29,7 @@ ROW = np.dtype([("ts", "<i8"), ("vehicle", "<i4"), ("can", "<i4"), ("values", "<
 BLOCK_BYTES = 4 << 20
 """Files are read this many bytes at a time (plus the rest of the last line)."""
 BATCH_BYTES = 1 << 20
-"""Blocks of consecutive files are read together once they add up to this many bytes (the vectorised
-reader's arrays then stay in the CPU's caches: faster per line than bigger batches, measured)."""
+"""Blocks of consecutive files are read together once they add up to this many bytes (kept cache-sized)."""
 MAX_REPORTED_SKIPS = 20
 """A chunk reports at most this many skipped lines by name: the caller logs only the first few anyway."""
 

@@ -1,25 +1,13 @@
-"""Vectorised reading of lines in the consumer's exact layout, without making a Python object per line.
-
-The consumer writes every stored record with the same field order and no whitespace::
+"""Vectorised reading (numpy, 64-bit words) of lines in the consumer's exact layout::
 
     {"timestamp":"…","vehicle_id":"…","can_id":"…","payload":{"battery_soc":…,…,"cell_temp_max":…},"ingest_received_at":"…"}
 
-:func:`parse_block` recognises such lines with numpy over a whole block of lines at once:
-it finds the quotes, checks every byte of the fixed text between them, and decodes the
-values. It accepts a line only when all of this holds:
-
-* every byte is printable ASCII (no control character, no non-ASCII byte, no backslash,
-  so every string is a plain JSON string and decodes to itself), with exactly 32 quotes;
-* the keys and punctuation are exactly the layout above (``SIGNALS`` in order);
-* ``timestamp`` is ``YYYY-MM-DDTHH:MM:SSZ`` or ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` naming a
-  real date and time, ``vehicle_id`` and ``can_id`` are at most 16 characters;
-* each signal is a JSON number of at most 8 characters without exponent
-  (``-?(0|[1-9][0-9]*)(\\.[0-9]+)?``), which is exactly representable as digits / 10^k
-  and so converts with one correctly rounded division, as orjson's parser does.
-
-Such a line is valid JSON whose reading :func:`~src.aggregator.records.parse_line`
-accepts with the same key and values; every other line is left to the callers' slower,
-general paths. Byte patterns are tested eight at a time in 64-bit words ("SWAR").
+:func:`parse_block` accepts a line only if it is printable ASCII without backslashes, has
+exactly that layout (``SIGNALS`` in order), a ``…Z`` timestamp to the second or microsecond
+naming a real instant, ids of at most 16 characters and signals of at most 8 characters
+matching ``-?(0|[1-9][0-9]*)(\\.[0-9]+)?``. Such a line is one
+:func:`~src.aggregator.records.parse_line` reads with the same key and values; the rest is
+left to the callers' general paths.
 """
 
 from __future__ import annotations

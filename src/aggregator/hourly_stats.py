@@ -3,31 +3,13 @@
 ``python -m src.aggregator.hourly_stats [--hour YYYY-MM-DDTHH] [--source local|s3]``
 (default: the previous full UTC hour; run from cron at ``5 * * * *``).
 
-``--source local`` (the default) reads ``DATA_DIR/raw/<hour partition>/``; ``--source s3``
-reads the same partition's objects under ``s3://$S3_BUCKET/raw/`` (gzip-compressed
-``.jsonl.gz`` ones too), streamed, never copied to disk (:mod:`src.aggregator.sources`).
-Either way the same files give the same bytes. With ``S3_BUCKET`` set, the aggregate is
-then also uploaded to ``s3://$S3_BUCKET/aggregated/``. Exit status: 0 done, 1 an input or
-the upload failed (nothing claimed: no aggregate is written from a partly read hour),
-2 usage (``--source s3`` without ``S3_BUCKET``).
-
-The work is three steps with a pure core in the middle:
-
-1. the hour's batch files are read by one worker process per CPU, each turning a run of
-   consecutive files into compact columns (:mod:`src.aggregator.columnar`): a corrupt or
-   truncated line is counted and skipped, never fatal, because one bad line must not
-   cost an hour (:func:`parse_line` defines what a reading is);
-2. :mod:`src.aggregator.rollup` drops duplicates by natural key (SQS delivers at least
-   once, so the same reading can be on disk twice; the first copy read counts) and takes
-   count/min/max/sum per vehicle and signal, holding at most a few million 72-byte rows
-   in memory and spilling per-vehicle buckets to disk beyond that;
-3. :func:`write_aggregate` writes the seed's schema atomically. Everything in it derives
-   from the hour and the data (``aggregation_timestamp`` is the hour's end, not the
-   wall clock; sums are taken in natural-key order, not in the order files happened to
-   be read or split among workers), so a rerun over the same files writes the same bytes.
-
-Parsing uses orjson and plain type checks rather than the pydantic model: an hour holds
-millions of lines, and these checks are all the statistics need.
+Reads the hour's partition from ``DATA_DIR/raw/`` or, with ``--source s3``, streams it from
+``s3://$S3_BUCKET/raw/`` (``.jsonl.gz`` too); with ``S3_BUCKET`` set, the aggregate is also
+uploaded to ``s3://$S3_BUCKET/aggregated/``. Guarantees: a bad line is counted and skipped,
+never fatal; each natural key counts once (the first copy read); an hour that cannot be
+read completely writes nothing; the same files, local or in S3, give the same bytes.
+Exit status: 0 done, 1 an input or the upload failed, 2 usage (``--source s3`` without
+``S3_BUCKET``). Design: docs/architecture.md, "Design notes: aggregator".
 """
 
 from __future__ import annotations
@@ -103,7 +85,7 @@ AVG_DECIMALS = 6
 MAX_LOGGED_SKIPS = 20
 """Skipped lines are all counted, but only the first few logged: a broken file must not flood the log."""
 TASK_BYTES = 8 << 20
-"""Consecutive files are handed to a worker in runs of about this many bytes (~25,000 readings)."""
+"""Consecutive files are handed to a worker in runs of about this many bytes."""
 
 
 @dataclass
@@ -179,8 +161,7 @@ class HourAggregate:
 def stream_records(files: Iterable[Path], quality: Quality) -> Iterator[Record]:
     """Every usable record of ``files``, in file then line order; counts into ``quality``.
 
-    The one-record-at-a-time reader, for callers that want records; :func:`aggregate_hour`
-    reads the same lines the same way, only in bulk.
+    Reads lines exactly as :func:`aggregate_hour` does, one record at a time.
     """
     for path in files:
         try:
@@ -224,11 +205,10 @@ def aggregate_hour(
 ) -> tuple[Path, HourAggregate]:
     """Read, aggregate and write one hour from the local tier (``raw``: its ``raw/`` directory) or from S3.
 
-    ``workers`` processes read the files (default: one per CPU this process may use);
-    past ``memory_rows`` readings, rows are spilled to buckets of about ``bucket_rows``
-    in a temporary directory under ``aggregated_dir``. None of these change the result,
-    nor does the source: the same files, local or in S3, compressed or not, give the same
-    bytes. Raises :class:`SourceUnreadable` (writing nothing) if the hour cannot be read completely.
+    ``workers`` processes read the files (default: one per usable CPU); past ``memory_rows``
+    readings, rows spill to buckets of about ``bucket_rows`` under ``aggregated_dir``. The
+    written bytes depend on none of these, nor on the source. Raises :class:`SourceUnreadable`
+    (writing nothing) if the hour cannot be read completely.
     """
     started = time.perf_counter()
     result = HourAggregate(hour)
@@ -284,8 +264,7 @@ def usable_cpus() -> int:
 def read_chunks(tasks: Sequence[Sequence[Source]], workers: int | None = None) -> Iterator[Chunk]:
     """:func:`~src.aggregator.columnar.parse_files` of every task, in task order, on ``workers`` processes.
 
-    At most two tasks per worker are in flight, so finished chunks never pile up in
-    memory ahead of the one the caller is waiting for.
+    At most two tasks per worker are in flight, so finished chunks do not pile up in memory.
     """
     workers = min(workers or usable_cpus(), len(tasks))
     if workers <= 1:
@@ -311,11 +290,9 @@ def worker_signals() -> None:
 
 
 def start_method() -> str | None:
-    """``fork`` where it is safe: workers then start in milliseconds with everything already imported.
+    """``fork`` (fast start, modules already imported) if this process is single-threaded, else the default.
 
-    Only a single-threaded process forks safely (a lock held by another thread would stay
-    held in the child); otherwise the platform's default method is used. The pool forks its
-    workers before it starts threads of its own.
+    A fork with other threads running could copy a lock held forever; the pool forks before starting its threads.
     """
     return "fork" if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1 else None
 

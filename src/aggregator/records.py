@@ -1,8 +1,7 @@
 """One stored line as a record: the definition of what the aggregator counts as a reading.
 
-:func:`parse_line` is the reference: every other way the aggregator reads lines (the
-vectorised fast path in :mod:`src.aggregator.columnar`) accepts a line only if this
-function would, with the same key and values, and hands it here when in doubt.
+:func:`parse_line` is the reference: every faster reader (:mod:`src.aggregator.columnar`)
+accepts a line only if it would, with the same key and values, and hands it here when in doubt.
 """
 
 from __future__ import annotations
@@ -61,10 +60,9 @@ def parse_line(line: bytes) -> Record:
 
 @functools.lru_cache(maxsize=65_536)
 def canonical_timestamp(text: str) -> str:
-    """The natural key's form of a timestamp (as ``natural_key_of`` makes it), cached.
+    """The natural key's form of a timestamp (as ``natural_key_of`` makes it).
 
-    A fleet's readings of one tick share their timestamp, so the cache saves most of the
-    ISO 8601 parsing, which otherwise dominates the per-line cost.
+    Cached: a fleet's readings of one tick share their timestamp, and parsing it dominates a line's cost.
     """
     return natural_key_of({"vehicle_id": "", "can_id": "", "timestamp": text}).timestamp
 

@@ -1,16 +1,10 @@
 """Compact rows to per-vehicle statistics: duplicates dropped, memory bounded, order fixed.
 
-:class:`RowStore` keeps the hour's rows (:data:`~src.aggregator.columnar.ROW`) in input
-order. Up to ``memory_rows`` stay in memory (72 bytes each); past that, every row goes to
-one of several bucket files on disk, chosen by vehicle, so that each bucket holds whole
-vehicles and fits in memory on its own. :func:`reduce_rows` then takes one bucket at a
-time: a stable sort by (vehicle, timestamp, CAN id) puts the copies of a reading next to
-each other with the first one read first, the later copies are dropped, and count, min,
-max and sum are taken per vehicle over the sorted rows.
-
-The sum is taken in that sorted order, which depends only on the set of readings, never
-on how the files were split among processes, chunks or buckets: the averages are the
-same bytes however the work was divided.
+:class:`RowStore` keeps the hour's rows in input order, in memory up to ``memory_rows``,
+past that spilled to per-vehicle bucket files (each bucket holds whole vehicles).
+:func:`reduce_rows` keeps the first copy read of each natural key and sums in
+(vehicle, timestamp, CAN id) order, so the result does not depend on how the work was
+split among processes, chunks or buckets.
 """
 
 from __future__ import annotations
@@ -29,7 +23,7 @@ from src.aggregator.columnar import ROW, Columns
 from src.common.schema import SIGNALS
 
 MEMORY_ROWS = 3_000_000
-"""Rows held in memory before spilling to disk (3M x 72 bytes = 216 MB, plus the sort's working set)."""
+"""Rows held in memory before spilling to disk (72 bytes each, plus the sort's working set)."""
 BUCKET_ROWS = 1_000_000
 """Rows a spilled bucket is sized for (from the share of the input read when spilling starts)."""
 SPILL_MARGIN = 1.25

@@ -1,28 +1,11 @@
 """Where an hour's batch files come from: local paths or S3 objects, both read as a stream of bytes.
 
-A worker process is handed a run of :data:`Source` values and opens each with
-:func:`open_source`: a local file as it is, an S3 object as its GetObject body, read in
-blocks as the local file is (gzip-compressed objects, ``….jsonl.gz``, decompressed on the
-fly). Nothing is copied to disk, and memory does not grow with an object's size.
-
-S3 objects carry what a worker needs to reach them (:class:`S3Bucket`: the bucket and the
-settings holding endpoint, region and credentials), and each process makes its own
-client the first time it needs one: botocore clients cannot be pickled, nor used on both
-sides of a fork.
-
-Failures, and what they mean for the hour:
-
-* an object listed but gone when its turn comes (``NoSuchKey``) is a vanished file, as a
-  local file removed between listing and reading: :func:`open_source` raises
-  FileNotFoundError for both, and the reader skips it;
-* anything else that stops an object from being read completely raises
-  :class:`SourceUnreadable` (a plain exception, so it crosses the process boundary
-  intact): the hour cannot be aggregated completely, so it is not aggregated at all.
-  botocore's standard retries come first (the client makes 5 attempts); a connection
-  lost in the middle of a body, which botocore does not retry, is resumed where it broke
-  with a ranged GetObject of the same ETag, up to :data:`RESUMES` times.
-
-Botocore (and what only S3 needs) is imported when S3 is used: the local path does not pay for it.
+:func:`open_source` opens either (S3 objects streamed, ``.jsonl.gz`` decompressed on the
+fly, nothing copied to disk). A source listed but gone raises FileNotFoundError (the reader
+skips it); anything else that stops an object from being read completely raises
+:class:`SourceUnreadable`, after botocore's retries and up to :data:`RESUMES` resumes of a
+broken body. Each process makes its own S3 client; botocore is imported only when S3 is used.
+Design: docs/architecture.md, "Design notes: aggregator".
 """
 
 from __future__ import annotations
@@ -51,14 +34,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GZIP_PLAN_RATIO = 8
-"""A gzip-compressed object counts as this many times its size when the hour is split into tasks
-(batch files compress 10-15x, ADR 0002; the lower figure errs towards smaller tasks): tasks then hold
-about as many readings whichever the form."""
+"""A gzip-compressed object counts as this many times its size when the hour is split into tasks,
+so tasks hold about as many readings whichever the form (a conservative gzip ratio)."""
 RESUMES = 3
 """How often one object's body is resumed after its connection broke, before the object counts as unreadable."""
 OPEN_AHEAD = 8
-"""S3 objects a worker opens (GetObject sent, body not yet read) ahead of the one it is reading: hides S3's
-latency per request. With the one being read, within botocore's default pool of 10 connections per client."""
+"""S3 objects a worker opens ahead of the one it is reading, hiding S3's latency per request.
+With the one being read, it must stay within botocore's default pool of 10 connections per client."""
 LIST_PAGE_SIZE = 1000
 """Keys per ListObjectsV2 page (S3's maximum)."""
 
@@ -158,10 +140,8 @@ def open_source(source: Source) -> Opened:
 def open_in_turn(sources: Sequence[Source]) -> Generator[tuple[Source, Opened | None]]:
     """Each source with :func:`open_source`'s result (None if it vanished), in order; its errors raised in its turn.
 
-    Local files are opened as their turn comes. S3 objects are opened up to
-    :data:`OPEN_AHEAD` ahead, on threads, so the wait for an object's first bytes overlaps
-    the reading of the ones before it; whatever is left open when the caller stops early
-    is closed.
+    S3 objects are opened up to :data:`OPEN_AHEAD` ahead on threads; whatever is left open
+    when the caller stops early is closed.
     """
     if not any(isinstance(source, S3Object) for source in sources):
         for source in sources:
@@ -197,11 +177,9 @@ def _open_or_none(source: Source) -> Opened | None:
 
 
 def list_s3_hour(bucket: S3Bucket, hour: datetime) -> list[S3Object]:
-    """The hour's batch objects, ordered by batch file name as local files are (oldest first).
+    """The hour's batch objects (the partition's own, compressed or not), ordered by batch file name, oldest first.
 
-    Only the partition's own objects count (as only the directory's own files do
-    locally), and only batch files, compressed or not. Should one batch file be there in
-    both forms, it is one file: the first key (the uncompressed one) is read.
+    A batch file present in both forms is read once, from the uncompressed key.
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -233,9 +211,8 @@ def list_s3_hour(bucket: S3Bucket, hour: datetime) -> list[S3Object]:
 class _ObjectStream:
     """An object's bytes as sent by GetObject; a body broken midway is resumed with a ranged GetObject.
 
-    The first request asks S3 for the object's checksum too (``ChecksumMode``): botocore
-    then verifies the whole body against the checksum stored at upload, where there is
-    one. A resumed body is pinned to the same object by its ETag.
+    botocore verifies the body against the checksum stored at upload, if any (``ChecksumMode``);
+    a resumed body is pinned to the same object by its ETag.
     """
 
     def __init__(self, obj: S3Object) -> None:

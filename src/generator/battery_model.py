@@ -1,34 +1,13 @@
 """A fleet of electric cars and their traction batteries, simulated together with numpy.
 
-Each vehicle carries a pack like the BMW i3's: 96 cells in series, in 8 modules of 12,
-about 355 V nominal, in one of the i3's three capacity variants (60, 94 or 120 Ah). The
-model is built from four parts, each a textbook simplification an engineer will recognise:
-
-* **Cells** (:mod:`src.generator.cell`): a Thevenin equivalent circuit per cell, OCV(SOC, T)
-  from an NMC curve, R0 and one RC pair that rise in the cold and near empty, SOC by
-  coulomb counting. Every cell has its own capacity, resistance and starting SOC, drawn
-  around per-module values, so the BMS sees a spread between its weakest and strongest cell.
-* **Thermal**: one lumped heat capacity per module. Cells heat by their I²R losses; a
-  module loses heat slowly to ambient through the pack casing, and quickly to the coolant
-  once it is warmer than ``cooling_on_c`` (the i3 cools its pack with refrigerant); a
-  heater warms the coolant while a cold pack charges. A cell's temperature is its module's
-  plus a fixed offset for where it sits (sensor position, distance from the cooling plate).
-* **Vehicle** (:mod:`src.generator.vehicle`): speed profiles (urban, highway, mixed) and a
-  longitudinal model turn driving into the power the pack must deliver; heating or air
-  conditioning add an auxiliary load that grows with the gap to a comfortable 21 °C.
-* **BMS**: solves for the pack current that delivers the demanded power, then limits it
-  so no cell leaves 3.0 to 4.2 V, derates charge in the cold and both directions near empty
-  or full, and charges CC-CV: constant current at the charger's power until the highest
-  cell reaches 4.15 V, then a tapering current that holds it there.
-
-The vehicles are a fleet in daily service (car sharing, ride hailing, delivery): trips of
-tens of minutes with pauses between them, and a charging session (AC 11 kW or DC 50 kW)
-whenever the pack runs low, so a long run shows the sawtooth SOC history such fleets have.
-
-Each step holds the current constant (zero-order hold) and evaluates the cell parameters
-at the state at its start, exactly like :func:`src.generator.cell.simulate_cell`, which is
-validated against PyBaMM. Every array has the fleet as its first axis; one seeded generator
-drives everything in a fixed pattern, so a run is reproducible per seed.
+Each pack is like the BMW i3's (96 cells in series, 8 modules of 12, 60, 94 or 120 Ah):
+equivalent-circuit cells (:mod:`src.generator.cell`) with their own spread, one thermal
+mass per module, demand from :mod:`src.generator.vehicle` plus auxiliaries, a BMS that
+keeps every cell in its window and charges CC-CV, and a daily duty cycle of trips, pauses
+and charging. Every array has the fleet as its first axis; each step holds the current
+constant and evaluates cell parameters at its start, exactly as
+:func:`src.generator.cell.simulate_cell` does; one seeded generator, consumed in a fixed
+pattern, makes a run reproducible per seed. Model and numbers: docs/battery-model.md.
 """
 
 from __future__ import annotations

@@ -1,20 +1,12 @@
-"""One lithium-ion cell as an equivalent circuit: OCV(SOC, T), a series resistance and one RC pair.
-
-This is the Thevenin model battery engineers use for BMS work::
+"""One lithium-ion cell as a Thevenin equivalent circuit: OCV(SOC, T), a series resistance and one RC pair::
 
     V = OCV(SOC, T) + I * R0(SOC, T) + V1        dV1/dt = I / C1 - V1 / (R1 * C1)
     dSOC/dt = 100 * I / (3600 * Q)                (I in A, positive = charge; Q in Ah)
 
-R0 is the instant (ohmic plus charge-transfer) drop, the RC pair the slower diffusion
-transient a pack shows after a step in current. Both resistances rise in the cold
-(Arrhenius) and towards empty; the RC time constant is held fixed, so C1 follows R1.
-
-Everything here is a pure function of numpy arrays of any (broadcastable) shape, so the
-fleet model applies it to every cell of every vehicle at once, and the validation script
-(``scripts/validate_cell_model.py``) applies it to one cell to compare with PyBaMM.
-
-Within a step the current is held constant (zero-order hold), so the RC update below is
-the exact solution of its ODE over the step, not an Euler approximation.
+R0 and R1 rise in the cold (Arrhenius) and towards empty; the RC time constant is fixed, so
+C1 follows R1. Pure functions of broadcastable numpy arrays. Within a step the current is
+held constant, so the RC update is the exact solution over the step, not an Euler step.
+Parameters and the PyBaMM check: docs/battery-model.md, docs/cell-model-validation.md.
 """
 
 from __future__ import annotations
@@ -96,11 +88,9 @@ def open_circuit_voltage(soc_pct: Values, temp_c: Values = REFERENCE_TEMP_C) -> 
 def ocv_and_slope(soc_pct: Values, temp_c: Values = REFERENCE_TEMP_C) -> tuple[FloatArray, FloatArray]:
     """Cell OCV (V) and its slope dOCV/dSOC (V per %) at ``soc_pct`` and ``temp_c``.
 
-    Linear interpolation in the tables above. The grid is uniform, so the segment is found
-    by truncation rather than by ``np.interp``'s binary search, and each segment's line is
-    precomputed, so one lookup per table suffices: about ten times faster on the ~100,000
-    cells of a 1,000-vehicle fleet. The slope lets the BMS foresee how much a step's charge
-    raises the OCV (see :func:`step_resistance`).
+    Linear interpolation in the tables above, SOC clamped to 0..100 %; the slope feeds
+    :func:`step_resistance`. Segments are found by truncation on the uniform grid, faster than
+    ``np.interp`` (docs/battery-model.md, "Speed").
     """
     soc = np.minimum(np.maximum(soc_pct, 0.0), 100.0)
     position = np.minimum(soc * (1.0 / OCV_GRID_STEP_PCT), _TOP_POSITION)

@@ -1,29 +1,11 @@
 """The battery management system's CAN frames, read from ``bms.dbc``: encode, decode, quantise.
 
-A reading is what a vehicle's gateway reports after decoding one group of the BMS's three
-frames (``BMS_PackStatus`` 0x1F0, ``BMS_CellVoltages`` 0x1F1, ``BMS_CellTemperatures``
-0x1F2; see docs/can-dbc.md). The DBC is the single source of each signal's resolution and
-range: nothing here hard-codes a factor or a bound, so the simulator cannot report a value
-the frames could not carry.
-
-Why decoded values are rounded. cantools decodes a signal as ``raw * factor + offset`` in
-binary floating point, so raw 3 with factor 0.1 decodes to 0.30000000000000004 and raw
-3702 to 370.20000000000005 (36 % of our 0.1-step values and 13 % of the 1 mV ones would
-print with 17 digits in JSON). A gateway reports a value at the resolution its DBC
-defines, so :func:`decode` rounds cantools' value to the signal's decimal places (derived
-from the factor: 0.1 -> 1, 0.001 -> 3), which yields the double nearest to the decimal
-value (370.2, printed as ``370.2``). cantools' error is a few ulps (below 1e-12 here), far
-below half a step, so rounding never changes which step a value is on: the raw bits are
-the same either way, and ``encode(decode(frames)) == frames``.
-
-:func:`quantise` gives the same numbers for whole arrays without building frames: raw =
-round-half-even((value - offset) / factor) exactly as cantools' encoder computes it, then
-the raw value as a decimal (``(raw * factor_units + offset_units) / 10**decimals``, whose
-numerator is an exact integer, so the one division is correctly rounded: the nearest
-double again). Values outside a signal's DBC range are saturated to it first, as a BMS
-does with a measurement beyond its frame's range (cantools' strict encoder would refuse
-it). NaN stays NaN, for the schema to refuse. Pure numpy, because it runs on every
-vehicle of every tick.
+A reading is what a gateway reports after decoding one group of the BMS's three frames
+(0x1F0, 0x1F1, 0x1F2). The DBC is the single source of every signal's resolution and range:
+nothing here hard-codes a factor or a bound, so the simulator cannot report a value the
+frames could not carry. :func:`decode` reports values at the signal's resolution (the
+nearest double to the decimal value) and ``encode(decode(frames)) == frames``;
+:func:`quantise` gives the same numbers for whole arrays. Why and how: docs/can-dbc.md.
 """
 
 from __future__ import annotations
@@ -243,15 +225,14 @@ def decode(frames: Iterable[CanFrame]) -> dict[str, float]:
 
 
 def quantise(name: str, values: npt.ArrayLike) -> FloatArray:
-    """What ``decode(encode(...))`` reports for each value of one signal, saturated to its range."""
+    """What ``decode(encode(...))`` reports for each value of one signal, saturated to its range (NaN stays NaN)."""
     return _quantised(np.asarray(values, dtype=np.float64), _signal_grid(_index(name)))
 
 
 def quantise_columns(columns: Sequence[npt.ArrayLike]) -> FloatArray:
     """All seven signals at once: ``columns[i]`` holds ``SIGNALS[i]``'s values; returns a (7, n) array.
 
-    One numpy pass over the stacked columns instead of seven small ones: the per-call
-    overhead is most of the cost at fleet sizes. Bit for bit the same as :func:`quantise`.
+    Bit for bit the same as :func:`quantise`, in one numpy pass instead of seven.
     """
     if len(columns) != len(SIGNALS):
         raise ValueError(f"{len(columns)} columns for {len(SIGNALS)} signals")
@@ -271,10 +252,8 @@ def _signal_grid(index: int) -> _Grid:
 def _quantised(values: FloatArray, grid: _Grid) -> FloatArray:
     """Saturate, then cantools' raw value, then that raw value as a correctly rounded decimal.
 
-    ``np.rint`` rounds half to even like Python's ``round``, which cantools uses; the
-    subtraction and division are the same IEEE operations cantools performs, so the raw
-    value is identical. ``raw * factor_units + offset_units`` is an exact integer, and
-    adding the offset (+0.0 for ours) turns a raw -0.0 into 0.0.
+    Same IEEE operations and half-to-even rounding as cantools' encoder, so the raw value is
+    identical; the numerator is an exact integer, and the result is never -0.0 (docs/can-dbc.md, "Rounding").
     """
     saturated = np.minimum(np.maximum(values, grid.minimum), grid.maximum)
     raw = np.rint((saturated - grid.offset) / grid.scale)

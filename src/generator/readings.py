@@ -1,10 +1,8 @@
-"""Turning a fleet snapshot into readings in the contract's schema.
+"""Turning a fleet snapshot into readings in the contract's schema, a whole tick at once.
 
 Every value is what the BMS's CAN frames carry once a gateway decodes them
-(:mod:`src.generator.dbc_signals`, from ``bms.dbc``): saturated to the frame's range and
-reported at its resolution (0.1 %, 0.1 V, 0.1 A, 1 mV, 0.1 °C), which also keeps the JSON
-short. Building a whole tick at once from array columns, and serialising with orjson,
-keeps this far from being the bottleneck of either mode.
+(:mod:`src.generator.dbc_signals`): saturated to the frame's range and reported at its
+resolution (0.1 %, 0.1 V, 0.1 A, 1 mV, 0.1 °C).
 """
 
 from __future__ import annotations
@@ -59,15 +57,11 @@ def _decoded(snapshot: PackSnapshot) -> FloatArray:
 
 
 def readings(snapshot: PackSnapshot, timestamp: datetime, ids: Sequence[str]) -> list[dict[str, Any]]:
-    """One reading per vehicle, all taken at ``timestamp``, as JSON-ready dicts.
-
-    Rows come from one transposed ``tolist`` (each exactly seven values, so the inner zip
-    needs no strict check): the per-vehicle Python work is what a tick costs.
-    """
+    """One reading per vehicle, all taken at ``timestamp``, as JSON-ready dicts."""
     if len(ids) != len(snapshot.soc):
         raise ValueError(f"{len(ids)} vehicle ids for a snapshot of {len(snapshot.soc)} vehicles")
     stamp = format_timestamp(timestamp)
-    rows: list[list[float]] = _decoded(snapshot).T.tolist()
+    rows: list[list[float]] = _decoded(snapshot).T.tolist()  # seven values each: no strict zip needed
     return [
         {"timestamp": stamp, "vehicle_id": vid, "can_id": CAN_ID, "payload": dict(zip(SIGNALS, row, strict=False))}
         for vid, row in zip(ids, rows, strict=True)
@@ -82,10 +76,8 @@ def to_json(reading: dict[str, Any]) -> bytes:
 def jsonl_block(snapshot: PackSnapshot, timestamp: datetime, ids: Sequence[str]) -> bytes:
     """A tick's readings as JSONL: one line each, newline-terminated.
 
-    One ``orjson.dumps`` of the whole list, whose record separators then become newlines,
-    is several times faster than one call per reading (orjson's per-call cost dominates a
-    small record). The separator ``},{"`` cannot occur inside a record: records hold no
-    arrays, and inside a JSON string a quote is always escaped (``\\"``).
+    One ``orjson.dumps`` of the whole list, its record separators turned into newlines: ``},{"``
+    cannot occur inside a record (no arrays, and a quote inside a JSON string is escaped).
     """
     records = readings(snapshot, timestamp, ids)
     if not records:

@@ -1,16 +1,13 @@
 """Posting readings to the receiver, with retries only where a retry can help.
 
-One :class:`aiohttp.ClientSession` serves every request (connection reuse matters far
-more than anything else at a few hundred readings per second), with a configurable
-connection limit. The receiver's answers split three ways:
+One :class:`aiohttp.ClientSession` (reused connections, a connection limit) serves every
+request. The receiver's answers split three ways:
 
-* ``202`` (any 2xx): accepted, the reading is in SQS;
-* ``503``/``429``/other 5xx, connection errors and timeouts: transient, retried with
-  bounded exponential backoff and full jitter (so a fleet of senders that failed together
-  does not retry together), until an attempt count or a deadline gives up;
-* any other answer (``401``, ``413``, ``422`` ...): the reading itself is wrong, and
-  resending it would be refused again, so it is rejected at once and logged once per
-  status code with the receiver's detail.
+* any 2xx: accepted, the reading is in SQS;
+* 429, 5xx, connection errors and timeouts: retried with bounded exponential backoff and
+  full jitter, until an attempt count or a deadline gives up;
+* anything else (``401``, ``413``, ``422`` ...): rejected at once, since a resend would be
+  refused again; logged once per status code with the receiver's detail.
 """
 
 from __future__ import annotations
@@ -48,9 +45,7 @@ class RetryPolicy:
 
     base_delay_s: float = 0.1
     max_delay_s: float = 5.0
-    max_attempts: int = 20
-    """With full jitter, 8 attempts could be spent in a few seconds: a receiver restart
-    (SIGTERM, drain, start) then cost readings. The deadline is what bounds a retry."""
+    max_attempts: int = 20  # high enough that the deadline, not the count, ends retries across a receiver restart
     deadline_s: float = 30.0  # from the first attempt; no retry starts after it
 
     def delay(self, retry: int, rng: random.Random) -> float:

@@ -4,14 +4,11 @@
 [--url URL] [--output FILE.jsonl] [--start ISO8601] [--capacity {60,94,120,mixed}] [--accepted-log PATH]
 [--report-json PATH]``
 
-Live mode ticks on an absolute schedule (tick k at start + k * period), so a slow tick
-delays the next one but never shifts the ones after it: the achieved rate is the
-configured rate, and timestamps are the ticks' wall-clock instants. Every vehicle's
-reading of a tick is posted concurrently; the accepted log records the natural key of
-every reading the receiver accepted, so a harness can prove each one reached disk.
-
-Offline mode runs the same model in simulated time from ``--start`` and writes as fast
-as it can; the output depends only on the options, so it is byte-identical per seed.
+Live mode ticks on an absolute schedule (tick k at, and stamped, start + k * period: a slow
+tick never shifts the later ones), posts every vehicle's reading of a tick concurrently,
+and logs the natural key of every accepted reading (``--accepted-log``). Offline mode runs
+the same model in simulated time from ``--start`` as fast as it can; its output is
+byte-identical per seed.
 """
 
 from __future__ import annotations
@@ -201,12 +198,9 @@ def stepped_in_worker(
 ) -> Generator[PackSnapshot, None, None]:
     """The fleet's snapshots for ``ticks`` steps, computed by a worker process while the caller writes.
 
-    Stepping a 1,000-vehicle fleet (numpy over 96,000 cells) and turning its snapshot into
-    JSON (Python and orjson) cost about the same, so on two cores the two run side by
-    side: the worker steps, this process formats and writes. A snapshot is seven short
-    arrays, cheap to send; the pipe's buffer keeps the worker at most a tick or two ahead.
-    The fleet is built in the worker from a picklable factory, so only one process
-    steps it and the output is the same as stepping inline.
+    The fleet is built in the worker from the picklable ``make_fleet``, so the output is the
+    same as :func:`stepped_inline`'s; the pipe keeps the worker at most a tick or two ahead.
+    Why: docs/battery-model.md, "Speed".
     """
     context = multiprocessing.get_context("spawn")  # no fork: safe whatever the parent holds
     receiving, sending = context.Pipe(duplex=False)

@@ -1,82 +1,14 @@
-"""How hard each car pulls on its traction battery, second by second: road load and drive cycles.
+"""How hard each car pulls on its traction battery: road load and drive cycles, vectorised over the fleet.
 
-Two independent pieces, both vectorised over the fleet (arrays of shape ``(n_vehicles,)``):
-
-**Road load** (:func:`battery_power_w`). The force at the wheels is the textbook longitudinal
-balance::
-
-    F = m*k*a  +  m*g*Crr*cos(theta)  +  0.5*rho*CdA*v^2  +  m*g*sin(theta)
-        inertia   rolling (if moving)    aerodynamic drag     climbing
-
-with ``k`` the rotating-mass factor (wheels, gears and rotor must be spun up too) and ``theta``
-the road angle, given as a *slope fraction* (rise over run, 0.05 = a 5 % sign), because that
-is what road data and signs use; ``theta = arctan(grade)``. Wind is ignored (drag uses the
-road speed). The wheel power ``F*v`` is taken to the battery through one lumped drivetrain
-efficiency (inverter, motor, gear): dividing when driving, multiplying when recuperating, so
-a full stop-start cycle recovers at best eta^2 ~ 81 % of the kinetic energy. Regeneration is
-capped at the battery (the motor/inverter and the cells' charge acceptance) and fades out
-linearly below a couple of m/s, where (as in most EVs) the friction brakes take over;
-traction is capped at the motor's rated power. Auxiliaries (HVAC, 12 V) are *not* included:
-the battery model adds them, since they depend on the weather, not the road.
-
-A lumped efficiency alone flatters town driving, where a real drivetrain spends much of its
-time at a few kW and its fixed losses (magnetising the motor, inverter switching, pumps)
-weigh most, so ``drivetrain_loss_w`` (600 W) is drawn whenever the car rolls.
-
-With the default parameters (an i3-like 1440 kg car) this gives about 14 kW at a steady
-100 km/h on the flat and, over the drive cycles below, about 85 Wh/km in town and 165 Wh/km
-on the motorway at the battery, before auxiliaries; the battery model's 300 W base load and
-weather-dependent heating or cooling bring town driving to the 120-160 Wh/km an i3 shows.
-
-**Drive cycles** (:class:`DriveCycles`). Each vehicle runs a small phase machine::
-
-    STOPPED --timer--> ACCELERATING --target reached--> CRUISING --timer--> ACCELERATING or BRAKING
-       ^                                                                        |
-       +---------------------- reached 0 (a light) <-------------------------- BRAKING
-
-All states are arrays and every transition is a boolean mask, so the fleet advances with a
-few dozen numpy operations per step and no Python loop over vehicles. Each time a cruise
-ends (or a stop's timer runs out) the driver picks the next *manoeuvre*: a new cruise speed,
-or - with some probability - an interruption: a red light (town: brake to 0 and wait) or a
-slowdown in traffic (motorway: 60-90 km/h for a while, never a stop). Speeds, rates and
-durations are drawn uniformly from ranges that depend on the *character* of the stretch:
-
-==============  ================  ===========  =============  ==============  ===============
-character       cruise (km/h)     cruise (s)   accel (m/s^2)  brake (m/s^2)   interruption
-==============  ================  ===========  =============  ==============  ===============
-town            25-55             10-60        1.0-2.0        1.0-2.5         50 %: stop 5-45 s
-motorway        90-130            60-600       0.8-1.5        0.5-1.5         25 %: 60-90 km/h, 20-120 s
-==============  ================  ===========  =============  ==============  ===============
-
-An URBAN trip is all town, HIGHWAY all motorway, and MIXED draws the character of every new
-manoeuvre (15 % motorway), so a trip alternates town streets and motorway stretches; since
-motorway stretches last far longer, a mixed trip spends about half its time on the motorway
-(mean speeds: URBAN ~28 km/h including stops, HIGHWAY ~107 km/h, MIXED ~75 km/h).
-
-Some details that keep the profile physical:
-
-* Acceleration fades above ~43 km/h as ``a_rate * v_knee / v``: a driver uses roughly constant
-  *power* once past the first metres, which is also why motorway acceleration is gentle.
-* While cruising, speed wobbles around the target: an Ornstein-Uhlenbeck process (the speed
-  the driver drifts towards, sigma 0.4 m/s in town, 1 m/s on the motorway, 20 s memory,
-  bounded at 3 sigma) that the actual speed follows through a 3 s first-order lag (the
-  driver's foot). The lag makes speed smooth, so the acceleration - and hence the battery
-  power - wanders by a few kW instead of jumping every step as raw white noise would.
-  Both are updated with their exact discrete solutions, so any step length is stable.
-* Speed is continuous: every phase starts from the speed the last one ended at, and a step
-  that reaches its target stops there (the step's mean acceleration is then smaller).
-  By construction ``|a| <= 2.5 m/s^2`` and ``0 <= v <= 150 km/h``.
-* ``finish()`` makes the driver brake to a standstill at 1.0-2.0 m/s^2 (an ordinary stop,
-  not an emergency one); the vehicle then reports ``arrived`` and stays at 0.
-* Determinism: every step draws the same block of random numbers (6 uniforms and one normal
-  per vehicle) whatever the vehicles are doing, and each use has its own row, so the
-  profile depends only on the seed and the sequence of calls, and the generator shared
-  with the battery model advances by the same amount each step.
-
-A standard cycle (NEDC) was considered as an extra route and left out: published tables
-differ in the gear-change seconds of the ECE-15 part (held at 35 km/h or falling to 32 km/h
-at 176-178 s) and between manual and automatic variants, so its exact definition for an EV
-could not be pinned down.
+:func:`battery_power_w` turns speed, acceleration and grade into electrical power at the
+battery: the longitudinal force balance (inertia, rolling resistance, drag, climbing)
+through one lumped drivetrain efficiency plus fixed losses while rolling, traction and
+regeneration capped, regeneration fading out at walking speed; auxiliaries are the battery
+model's. :class:`DriveCycles` runs a phase machine per vehicle (stopped, accelerating,
+cruising, braking) with town and motorway driving styles. By construction speed is
+continuous, ``|a| <= 2.5 m/s^2`` and ``0 <= v <= 150 km/h``; every step draws the same
+random numbers whatever the vehicles do, so a profile depends only on the seed and the calls.
+Equations, styles and numbers: docs/battery-model.md, "Vehicle".
 """
 
 from __future__ import annotations
