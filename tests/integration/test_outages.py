@@ -60,8 +60,8 @@ def test_sqs_outage_gives_prompt_503s_and_both_services_resume_without_restart(
         # 20 requests over 1 s, each refused within SQS_TIMEOUT_S (3 s), not after the client's 30 s.
         assert time.monotonic() - started < 10
 
-        stack.start_aws()
-        provision_queues(stack.settings())
+        stack.restart("moto")
+        provision_queues(stack.settings())  # a new moto remembers nothing
         after = send(stack, 200, seed=3)
         assert wait_persisted(index, after, timeout_s=60) == set()
         assert (stack.service("receiver").process.pid, stack.service("consumer-0").process.pid) == (receiver, consumer)
