@@ -26,6 +26,7 @@ from src.consumer.batching import ReceivedMessage
 from src.consumer.receiving import DeleteOutcome, QueueClient, parse_message
 from src.consumer.storage import BatchWriter
 from tests.factories import stored_reading
+from tests.waiting import Tally, eventually
 
 NOW = datetime.now(UTC)
 
@@ -112,17 +113,21 @@ async def test_delete_chunks_by_ten_and_reports_failures_without_raising(caplog:
 
 
 class FakeQueue:
-    """A QueueClient stand-in: scripted receive results (exceptions raise), deletes recorded."""
+    """A QueueClient stand-in: scripted receive results (exceptions raise), deletes recorded.
+
+    ``receives`` counts every receive call as it starts, and tests can await it
+    (``await queue.receives.reaches(n, ...)``).
+    """
 
     def __init__(self, script: list[Any], delete_error: Exception | None = None) -> None:
         self.script = script
-        self.receives = 0
+        self.receives = Tally()
         self.deleted: list[str] = []
         self.attempted: list[str] = []
         self.delete_error = delete_error
 
     async def receive(self) -> list[Any]:
-        self.receives += 1
+        self.receives.tick()
         if not self.script:
             await asyncio.sleep(0.01)
             return []
@@ -137,14 +142,6 @@ class FakeQueue:
             raise self.delete_error
         self.deleted.extend(m.message_id for m in messages)
         return DeleteOutcome(deleted=len(messages), failed=0)
-
-
-async def wait_for(check: Callable[[], bool], what: str) -> None:
-    for _ in range(600):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def consumer_for(queue: FakeQueue, tmp_path: Path, sleeps: list[float], **overrides: Any) -> Consumer:
@@ -172,7 +169,7 @@ async def test_receive_errors_back_off_and_recover(tmp_path: Path, caplog: pytes
     consumer = consumer_for(queue, tmp_path, sleeps)
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
-    await wait_for(lambda: queue.deleted == ["id-1"], "the message after recovery")
+    await eventually(lambda: queue.deleted == ["id-1"], "the message after recovery")
     stop.set()
     stats = await asyncio.wait_for(task, 30)
 
@@ -186,39 +183,74 @@ async def test_poison_in_a_receive_is_skipped_and_counted(tmp_path: Path) -> Non
     consumer = consumer_for(queue, tmp_path, [])
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
-    await wait_for(lambda: queue.deleted == ["id-2"], "the valid message")
+    await eventually(lambda: queue.deleted == ["id-2"], "the valid message")
     stop.set()
     stats = await asyncio.wait_for(task, 30)
     assert stats.poison_receives == 1 and "id-1" not in queue.deleted
 
 
+class PauseLog(logging.Handler):
+    """Which task logged each "backpressure" line: a poller logs one as it pauses before a receive.
+
+    (Python 3.11's log records do not carry the task's name.)
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.pollers: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("backpressure:"):
+            task = asyncio.current_task()
+            self.pollers.append(task.get_name() if task is not None else "no task")
+
+
 async def test_backpressure_pauses_pollers_while_flushes_are_stuck(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With writes stalled, pollers stop receiving at ~10 batches' worth of unflushed readings, then resume."""
+    """With writes stalled, pollers stop receiving at ~10 batches' worth of unflushed readings, then resume.
+
+    Nothing waits out a fixed time. Each poller checks the budget right before each
+    receive and logs as it pauses there; once all three have (and the stuck write has
+    started), a poller that did not really pause would already have called the fake
+    queue again, so the receive count must have stopped at the budget. Resuming is
+    the fake queue being polled ten more times once the write is let through.
+    """
     gate = threading.Event()
+    writes = Tally()
     real_write = BatchWriter.write
 
     def stalled(self: BatchWriter, records: Any) -> Any:
+        writes.tick()
         gate.wait(30)
         return real_write(self, records)
 
     monkeypatch.setattr(BatchWriter, "write", stalled)
-    monkeypatch.setattr(batch_consumer, "BACKPRESSURE_MIN_READINGS", 0)
+    monkeypatch.setattr(batch_consumer, "BACKPRESSURE_MIN_READINGS", 0)  # the budget is then 10 batches' worth
+    caplog.set_level(logging.DEBUG, logger="src.consumer")
+    pause_log = PauseLog()
+    logging.getLogger("src.consumer").addHandler(pause_log)
     counter = iter(range(10_000))
     queue = FakeQueue([lambda: [raw_message(next(counter))]] * 100)
     consumer = consumer_for(queue, tmp_path, [], batch_size=2, receive_concurrency=3)
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
-    await wait_for(lambda: queue.receives >= 20, "the buffer to fill")
-    await asyncio.sleep(0.3)
-    paused_at = queue.receives
-    await asyncio.sleep(0.3)
-    assert queue.receives == paused_at <= 20 + 3
-    gate.set()
-    await wait_for(lambda: queue.receives > paused_at + 10, "receiving to resume")
-    stop.set()
-    stats = await asyncio.wait_for(task, 30)
+    try:
+        budget = 20 + 3  # 10 batches of 2 readings, plus a receive in flight per poller when it was reached
+        await eventually(  # or past the budget: then the assert below fails now, not at the deadline
+            lambda: len(pause_log.pollers) >= 3 or queue.receives.count > budget, "every poller to pause"
+        )
+        paused_at = queue.receives.count
+        await writes.reaches(1, "the stuck write to start")
+        assert queue.receives.count == paused_at <= budget
+        assert sorted(pause_log.pollers) == ["poller-0", "poller-1", "poller-2"]  # each paused once, none woke
+        gate.set()
+        await queue.receives.reaches(paused_at + 10, "receiving to resume")
+        stop.set()
+        stats = await asyncio.wait_for(task, 30)
+    finally:
+        gate.set()
+        logging.getLogger("src.consumer").removeHandler(pause_log)
     assert len(set(queue.deleted)) == len(queue.deleted) == stats.readings_written > paused_at
 
 
@@ -230,10 +262,10 @@ async def test_unexpected_flush_error_is_logged_and_the_consumer_carries_on(
     consumer = consumer_for(queue, tmp_path, [], batch_size=1)
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
-    await wait_for(lambda: len(queue.attempted) == 3, "every message's flush to fail")
+    await eventually(lambda: len(queue.attempted) == 3, "every message's flush to fail")
     failures = caplog.text.count("flush failed unexpectedly")
     queue.script.append([raw_message(4)])  # batches ready together share a flush: one more comes after
-    await wait_for(
+    await eventually(
         lambda: len(queue.attempted) == 4 and caplog.text.count("flush failed unexpectedly") == failures + 1,
         "a flush after the failures",
     )

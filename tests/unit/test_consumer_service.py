@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,11 +29,13 @@ from src.common.schema import StoredReading
 from src.common.settings import CommonSettings, ConsumerSettings
 from src.consumer import batch_consumer
 from src.consumer.batch_consumer import run
+from src.consumer.batching import ReceivedMessage
+from src.consumer.receiving import QueueClient
 from src.consumer.storage import BatchWriter
+from src.consumer.visibility import VisibilityKeeper
 from src.ops.queues import Queues
 from tests.factories import reading_dict
-
-DEADLINE_S = 30.0
+from tests.waiting import DEADLINE_S, Tally, eventually
 
 
 def reading(i: int, *, soc: float = 55.0) -> dict[str, Any]:
@@ -70,16 +72,6 @@ def tmp_files(data_dir: Path) -> list[Path]:
     return list(data_dir.rglob("*.tmp"))
 
 
-async def eventually(check: Callable[[], bool], what: str, within_s: float = DEADLINE_S) -> None:
-    """Wait until ``check()`` (run off the loop: it may call SQS) is true, or fail naming ``what``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not await asyncio.to_thread(check):
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def settings(**overrides: Any) -> ConsumerSettings:
     values: dict[str, Any] = {"batch_timeout_s": 0.2, "wait_time_s": 1, "receive_concurrency": 2}
     values.update(overrides)
@@ -111,7 +103,7 @@ async def test_v1_v2_and_compressed_v2_bodies_land_on_disk_and_are_deleted(queue
         encode_envelope([serialize(stored(i)) for i in (5, 6)], compress=True),
     )
     async with consuming(settings()):
-        await eventually(lambda: queue_counts(queues.url) == (0, 0), "all messages deleted")
+        await eventually(lambda: queue_counts(queues.url) == (0, 0), "all messages deleted", in_thread=True)
     assert stored_vehicle_ids(data_dir) == [f"veh-{i:05d}" for i in range(1, 7)]
     assert tmp_files(data_dir) == []
 
@@ -120,8 +112,10 @@ async def test_a_lone_reading_is_flushed_by_the_timeout(queues: Queues, data_dir
     """One reading, far below batch_size, reaches disk within batch_timeout_s while the consumer keeps running."""
     async with consuming(settings(batch_size=100)):
         send(queues, encode_record(stored(7)))
-        await eventually(lambda: stored_vehicle_ids(data_dir) == ["veh-00007"], "the lone reading on disk")
-        await eventually(lambda: queue_counts(queues.url) == (0, 0), "the message deleted")
+        await eventually(
+            lambda: stored_vehicle_ids(data_dir) == ["veh-00007"], "the lone reading on disk", in_thread=True
+        )
+        await eventually(lambda: queue_counts(queues.url) == (0, 0), "the message deleted", in_thread=True)
 
 
 async def test_poison_is_not_deleted_and_does_not_block_valid_messages(
@@ -134,8 +128,12 @@ async def test_poison_is_not_deleted_and_does_not_block_valid_messages(
     send(queues, "not json at all", orjson.dumps(invalid).decode(), encode_record(stored(8)))
     caplog.set_level(logging.WARNING, logger="src.consumer")
     async with consuming(settings()):
-        await eventually(lambda: stored_vehicle_ids(data_dir) == ["veh-00008"], "the valid reading on disk")
-        await eventually(lambda: queue_counts(queues.dlq_url)[0] == 2, "both poison messages in the DLQ")
+        await eventually(
+            lambda: stored_vehicle_ids(data_dir) == ["veh-00008"], "the valid reading on disk", in_thread=True
+        )
+        await eventually(
+            lambda: queue_counts(queues.dlq_url)[0] == 2, "both poison messages in the DLQ", in_thread=True
+        )
     assert set(stored_vehicle_ids(data_dir)) == {"veh-00008"}
     poison_logs = [r.getMessage() for r in caplog.records if "poison message" in r.getMessage()]
     assert any("not JSON" in m for m in poison_logs)
@@ -145,20 +143,39 @@ async def test_poison_is_not_deleted_and_does_not_block_valid_messages(
 async def test_failing_writer_is_retried_once_then_nothing_is_deleted(
     queues: Queues, data_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A persistent write failure leaves the messages in SQS, to come again after the visibility timeout."""
+    """A persistent write failure leaves the messages in SQS, to come again after the visibility timeout.
+
+    Nothing waits out a fixed time: a flush ends by releasing its messages from the
+    visibility heartbeat, after its write (and retry) and after the delete it would
+    have made, so once the release is signalled a third write or a delete would
+    already have happened; only then does the test check that neither did.
+    """
     calls: list[int] = []
+    deletes: list[str] = []
+    released = Tally()
+    real_delete, real_release = QueueClient.delete, VisibilityKeeper.release
 
     def broken(self: BatchWriter, records: Any) -> Any:
         calls.append(len(list(records)))
         raise OSError(28, "No space left on device")
 
+    async def spy_delete(self: QueueClient, messages: Any, batch_id: str) -> Any:
+        deletes.extend(m.message_id for m in messages)
+        return await real_delete(self, messages, batch_id)
+
+    def spy_release(self: VisibilityKeeper, messages: Iterable[ReceivedMessage]) -> None:
+        real_release(self, messages)
+        released.tick()
+
     monkeypatch.setattr(BatchWriter, "write", broken)
+    monkeypatch.setattr(QueueClient, "delete", spy_delete)
+    monkeypatch.setattr(VisibilityKeeper, "release", spy_release)
     send(queues, encode_envelope([serialize(stored(i)) for i in (1, 2)]))
     async with consuming(settings()):
-        await eventually(lambda: len(calls) >= 2, "the retry")
-        await asyncio.sleep(0.3)
-        assert calls == [2, 2]
-        assert queue_counts(queues.url) == (0, 1)  # received, in flight, not deleted
+        await released.reaches(1, "the flush to give up")
+        assert calls == [2, 2]  # the write and its one retry
+        assert deletes == []
+        assert await asyncio.to_thread(queue_counts, queues.url) == (0, 1)  # received, in flight, not deleted
     assert not (data_dir / "raw").exists() or stored_vehicle_ids(data_dir) == []
     assert any("write failed again" in r.getMessage() and "readings=2" in r.getMessage() for r in caplog.records)
 
@@ -178,7 +195,7 @@ async def test_transient_write_failure_succeeds_on_retry_and_deletes(
     monkeypatch.setattr(BatchWriter, "write", flaky)
     send(queues, encode_record(stored(3)))
     async with consuming(settings()):
-        await eventually(lambda: queue_counts(queues.url) == (0, 0), "the message deleted")
+        await eventually(lambda: queue_counts(queues.url) == (0, 0), "the message deleted", in_thread=True)
     assert not failures
     assert stored_vehicle_ids(data_dir) == ["veh-00003"]
 
@@ -187,7 +204,7 @@ async def test_stop_flushes_buffered_readings(queues: Queues, data_dir: Path) ->
     """Readings buffered when stop arrives are written and deleted before run() returns."""
     send(queues, *(encode_record(stored(i)) for i in range(3)))
     async with consuming(settings(batch_timeout_s=600, batch_size=1000)):
-        await eventually(lambda: queue_counts(queues.url) == (0, 3), "all three received")
+        await eventually(lambda: queue_counts(queues.url) == (0, 3), "all three received", in_thread=True)
         assert stored_vehicle_ids(data_dir) == []  # buffered, not yet flushed
     assert stored_vehicle_ids(data_dir) == [f"veh-{i:05d}" for i in range(3)]
     assert queue_counts(queues.url) == (0, 0)
@@ -198,8 +215,8 @@ async def test_many_messages_in_size_triggered_batches(queues: Queues, data_dir:
     bodies = [encode_envelope([serialize(stored(m * 5 + i)) for i in range(5)]) for m in range(12)]
     send(queues, *bodies)
     async with consuming(settings(batch_size=10, batch_timeout_s=30)):
-        await eventually(lambda: len(stored_vehicle_ids(data_dir)) == 60, "all 60 readings on disk")
-        await eventually(lambda: queue_counts(queues.url) == (0, 0), "all messages deleted")
+        await eventually(lambda: len(stored_vehicle_ids(data_dir)) == 60, "all 60 readings on disk", in_thread=True)
+        await eventually(lambda: queue_counts(queues.url) == (0, 0), "all messages deleted", in_thread=True)
     assert sorted(set(stored_vehicle_ids(data_dir))) == stored_vehicle_ids(data_dir)  # each reading once
 
 
@@ -294,9 +311,11 @@ async def test_unserialisable_nesting_is_poison_and_does_not_stall_the_valid_bat
     send(queues, encode_record(stored(1)), deeply_nested_body(2, 300), encode_record(stored(3)))
     caplog.set_level(logging.WARNING, logger="src.consumer")
     async with consuming(settings(receive_concurrency=1)):
-        await eventually(lambda: stored_vehicle_ids(data_dir) == ["veh-00001", "veh-00003"], "the valid readings")
+        await eventually(
+            lambda: stored_vehicle_ids(data_dir) == ["veh-00001", "veh-00003"], "the valid readings", in_thread=True
+        )
         assert not any("flush failed" in r.getMessage() for r in caplog.records)
-        await eventually(lambda: queue_counts(queues.dlq_url)[0] == 1, "the deep message in the DLQ")
+        await eventually(lambda: queue_counts(queues.dlq_url)[0] == 1, "the deep message in the DLQ", in_thread=True)
     assert stored_vehicle_ids(data_dir) == ["veh-00001", "veh-00003"]
     assert not any("flush failed" in r.getMessage() for r in caplog.records)
     poison_logs = [r.getMessage() for r in caplog.records if "poison message" in r.getMessage()]

@@ -29,7 +29,8 @@ from src.consumer import metrics
 from src.consumer.metrics import ConsumerCollector, ConsumerStats, LatencyHistogram, UploadStats, serve_metrics
 from src.consumer.uploading import Uploader, read_body
 from src.ops.queues import Queues
-from tests.unit.test_consumer_service import consuming, eventually, reading, send, settings, stored_vehicle_ids
+from tests.unit.test_consumer_service import consuming, reading, send, settings, stored_vehicle_ids
+from tests.waiting import eventually
 
 HOUR = datetime(2026, 11, 27, 15, tzinfo=UTC)
 
@@ -206,9 +207,11 @@ async def test_the_consumer_uploads_every_batch_it_made_durable(queues: Queues, 
     send(queues, *(orjson.dumps(reading(i)).decode() for i in range(5)))
     config = settings(batch_size=5)
     async with consuming(config):
-        await eventually(lambda: len(stored_vehicle_ids(raw_dir.parent)) == 5, "the readings on disk")
+        await eventually(lambda: len(stored_vehicle_ids(raw_dir.parent)) == 5, "the readings on disk", in_thread=True)
         files = await asyncio.to_thread(lambda: list(raw_dir.rglob("batch-*.jsonl")))
-        await eventually(lambda: {key_of(f, raw_dir) for f in files} <= set(objects(bucket)), "their uploads")
+        await eventually(
+            lambda: {key_of(f, raw_dir) for f in files} <= set(objects(bucket)), "their uploads", in_thread=True
+        )
     stored = objects(bucket)
     assert all(gzip.decompress(stored[key_of(f, raw_dir)]) == f.read_bytes() for f in files)
 

@@ -32,13 +32,13 @@ from src.ops.queues import Queues
 from tests.paths import REPO_ROOT
 from tests.unit.test_consumer_service import (
     consuming,
-    eventually,
     queue_counts,
     send,
     settings,
     stored,
     stored_vehicle_ids,
 )
+from tests.waiting import Tally, eventually
 
 
 @pytest.fixture
@@ -262,7 +262,14 @@ async def test_a_slow_call_delays_only_its_own_messages() -> None:
     assert stats.visibility_extensions == 2
 
 
-async def test_cancelling_the_heartbeat_cancels_its_calls_in_flight() -> None:
+async def test_cancelling_the_heartbeat_cancels_its_calls_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message whose call hangs is not sent again by the next rounds; cancelling ends the call in flight.
+
+    Rounds are counted as they finish instead of waiting out a fixed time: once three
+    rounds after the hanging one have looked at the message and finished, any of them
+    that did not skip it would have made a second call.
+    """
+
     async def hang(entries: list[dict[str, Any]]) -> dict[str, Any]:
         await asyncio.sleep(30)
         raise AssertionError("unreachable")
@@ -272,9 +279,18 @@ async def test_cancelling_the_heartbeat_cancels_its_calls_in_flight() -> None:
     keeper = VisibilityKeeper(queue, 30, 0.01, ConsumerStats(), clock=lambda: 100.0)
     keeper.hold(held(0), "b1")
     keeper._leases["rh-0"].renewed_at = 80.0  # held 20 s of 30: due, and 10 s of window left for the call
+    rounds, real_beat = Tally(), keeper.beat
+
+    async def counted_beat() -> int:
+        try:
+            return await real_beat()
+        finally:
+            rounds.tick()
+
+    monkeypatch.setattr(keeper, "beat", counted_beat)
     task = asyncio.create_task(keeper.run())
     await eventually(lambda: len(fake.calls) == 1, "the hanging call", within_s=5)
-    await asyncio.sleep(0.05)  # more rounds start, finding the message in flight
+    await rounds.reaches(3, "three more rounds", within_s=5)  # the first round hangs: it never finishes
     assert len(fake.calls) == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -373,7 +389,9 @@ async def test_a_write_slower_than_the_visibility_timeout_is_not_redelivered(
     async with consuming(settings(visibility_timeout_s=4, visibility_beat_s=0.25)):
         await eventually(slow.writing.is_set, "the write to start")
         stolen = await watch_for_redelivery(queues.url, slow.written)
-        await eventually(lambda: queue_counts(queues.url) == (0, 0), "the message deleted after the write")
+        await eventually(
+            lambda: queue_counts(queues.url) == (0, 0), "the message deleted after the write", in_thread=True
+        )
     assert stolen == [], "a held message was delivered again while its write was in progress"
     assert slow.calls == [3]
     assert stored_vehicle_ids(data_dir) == [f"veh-{i:05d}" for i in range(3)]
@@ -415,7 +433,9 @@ async def test_a_write_that_gave_up_stops_the_extension_and_the_messages_come_ba
         # Wait for the third write too: moto's approximate counts can read (0, 0) for a moment
         # while the given-up message is between its visibility windows.
         await eventually(
-            lambda: len(calls) == 3 and queue_counts(queues.url) == (0, 0), "the redelivered message stored and deleted"
+            lambda: len(calls) == 3 and queue_counts(queues.url) == (0, 0),
+            "the redelivered message stored and deleted",
+            in_thread=True,
         )
     assert len(calls) == 3
     assert calls[2] - calls[1] < 3 + 5, "came back after about the timeout (+ a poll and a batch timeout)"
@@ -456,7 +476,7 @@ async def test_an_extension_error_is_retried_on_the_next_beat_without_redelivery
     async with consuming(settings(visibility_timeout_s=4, visibility_beat_s=0.25)):
         await eventually(slow.writing.is_set, "the write to start")
         stolen = await watch_for_redelivery(queues.url, slow.written)
-        await eventually(lambda: queue_counts(queues.url) == (0, 0), "the message deleted")
+        await eventually(lambda: queue_counts(queues.url) == (0, 0), "the message deleted", in_thread=True)
     assert stolen == []
     assert stored_vehicle_ids(data_dir) == ["veh-00005"]
     text = caplog.text
