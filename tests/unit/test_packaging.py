@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 import subprocess
@@ -79,3 +80,38 @@ def test_nothing_edits_the_import_path() -> None:
         if needle in path.read_text()
     ]
     assert offenders == []
+
+
+ALLOWED_IMPORTS = {
+    "common": set(),
+    "receiver": {"common"},
+    "consumer": {"common"},
+    "aggregator": {"common"},
+    "generator": {"common"},
+    "ops": {"common"},
+    "embedded": {"common", "ops"},
+    "loadtest": {"common", "embedded"},
+}
+"""Which subpackages each may import: services speak only ``common``; tools build on services' commands."""
+
+
+def imported_subpackages(package: str) -> set[str]:
+    found: set[str] = set()
+    for path in (REPO_ROOT / "src" / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            found.update(name.split(".")[1] for name in names if name.startswith("src."))
+    return found - {package}
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED_IMPORTS))
+def test_no_service_imports_another(package: str) -> None:
+    """The layout is the architecture: a package imports only what sits below it."""
+    assert imported_subpackages(package) <= ALLOWED_IMPORTS[package]
+
+
+def test_every_subpackage_has_its_place_in_the_layout() -> None:
+    packages = {path.parent.name for path in (REPO_ROOT / "src").glob("*/__init__.py")}
+    assert packages == set(ALLOWED_IMPORTS)
