@@ -6,6 +6,7 @@ import json
 
 from src.common.aws import sync_client
 from src.common.settings import CommonSettings, ConsumerSettings, QueueSettings
+from src.ops import queues as queues_setup
 from src.ops.queues import provision_queues
 
 
@@ -42,3 +43,11 @@ def test_the_queue_gets_the_visibility_timeout_the_consumer_reads(queues, monkey
     consumer = ConsumerSettings()
     assert (attrs["VisibilityTimeout"], attrs["ReceiveMessageWaitTimeSeconds"]) == ("45", "7")
     assert (consumer.visibility_timeout_s, consumer.wait_time_s) == (45, 7)
+
+
+def test_setup_sqs_prints_the_queue_url_last(queues, capsys) -> None:
+    """``python scripts/setup_sqs.py``: the DLQ's URL on stderr, the queue's URL as the last stdout line."""
+    assert queues_setup.main() == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1] == queues.url
+    assert queues.dlq_url in captured.err
