@@ -17,6 +17,7 @@ BATCH_FILE_RE = re.compile(r"^batch-(?P<ms>\d{13})(?:-(?P<writer>[A-Za-z0-9_]+))
 PARTITION_RE = re.compile(r"year=(?P<y>\d{4})/month=(?P<m>\d{2})/day=(?P<d>\d{2})/hour=(?P<h>\d{2})$")
 S3_RAW_PREFIX = "raw/"
 S3_AGGREGATED_PREFIX = "aggregated/"
+S3_CURATED_PREFIX = "curated/"
 GZIP_SUFFIX = ".gz"
 
 

@@ -8,7 +8,7 @@ misconfigured process fails at start with a clear message rather than midway.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +66,33 @@ class QueueSettings(CommonSettings):
     dlq_retention_s: int = Field(
         1_209_600, ge=60, le=1_209_600, description="The DLQ's retention: SQS's maximum, dead letters wait for a human"
     )
+
+
+class BucketSettings(CommonSettings):
+    """The bucket setup (``scripts/setup_s3.py``): what its lifecycle rules depend on.
+
+    ``RAW_EXPIRE_DAYS`` unset (the default) keeps ``raw/`` forever. Set, S3 deletes each
+    ``raw/`` object that many days after its upload, whether or not its hour has been
+    curated: the rule is by object age, so the floor leaves the hourly jobs time to
+    catch up (docs/architecture.md, "Why these lifecycle rules").
+    """
+
+    MIN_RAW_EXPIRE_DAYS: ClassVar[int] = 3
+
+    raw_expire_days: Annotated[int | None, Unset] = Field(
+        None, description="Days after upload at which S3 deletes a raw/ object; unset keeps raw/ forever"
+    )
+
+    @field_validator("raw_expire_days")
+    @classmethod
+    def _expiry_leaves_time_to_curate(cls, days: int | None) -> int | None:
+        if days is not None and days < cls.MIN_RAW_EXPIRE_DAYS:
+            raise ValueError(
+                f"RAW_EXPIRE_DAYS ({days}) must be at least {cls.MIN_RAW_EXPIRE_DAYS}: S3 deletes raw/ objects by "
+                "age, whether or not their hour is curated yet or their local copy pruned (after 48 h); "
+                "leave it unset to keep raw/ forever"
+            )
+        return days
 
 
 class ReceiverSettings(CommonSettings):

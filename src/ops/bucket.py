@@ -4,7 +4,10 @@ Every setting is applied with a Put* call that replaces the whole configuration,
 rerun changes nothing on a bucket that is as it should be and puts back whatever was
 changed by hand (rules added by hand are dropped). moto accepts lifecycle rules that S3
 refuses, so :func:`check_lifecycle_rules` checks ours against S3's documented
-constraints first. ``python scripts/setup_s3.py`` prints the bucket name last.
+constraints first, and :func:`lifecycle_rules` drops the transitions an optional
+``raw/`` expiry (``RAW_EXPIRE_DAYS``) would make refused or billed, so that the check
+passes for every value the settings accept. ``python scripts/setup_s3.py`` prints the
+bucket name last.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from src.common.aws import SyncS3Client, sync_client
-from src.common.layout import S3_RAW_PREFIX
+from src.common.layout import S3_CURATED_PREFIX, S3_RAW_PREFIX
 from src.common.logs import configure_logging
-from src.common.settings import CommonSettings
+from src.common.settings import BucketSettings, CommonSettings
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3.literals import BucketLocationConstraintType
+    from mypy_boto3_s3.literals import BucketLocationConstraintType, TransitionStorageClassType
     from mypy_boto3_s3.type_defs import LifecycleRuleTypeDef
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,11 @@ REGION_WITHOUT_LOCATION_CONSTRAINT = "us-east-1"  # CreateBucket there takes no 
 STANDARD_IA_AFTER_DAYS = 30  # [T], [A]: S3 refuses STANDARD_IA/ONEZONE_IA before day 30
 GLACIER_AFTER_DAYS = 90  # the seed's day; [T] needs it at least 30 days after STANDARD_IA (day 60 here)
 ABORT_MULTIPART_AFTER_DAYS = 7  # parts of an upload nobody finished are billed until removed
+# raw/ and curated/ tier down alike: [E]'s plan, Standard-IA at day 30 and Glacier at day 90.
+TIER_DOWN: tuple[tuple[int, TransitionStorageClassType], ...] = (
+    (STANDARD_IA_AFTER_DAYS, "STANDARD_IA"),
+    (GLACIER_AFTER_DAYS, "GLACIER"),
+)
 
 # Objects under 128 KB are never transitioned (S3's default, [M]); stated so a bucket changed by hand is put back.
 TRANSITION_DEFAULT_MINIMUM_OBJECT_SIZE: Final = "all_storage_classes_128K"
@@ -74,23 +82,24 @@ LIFECYCLE_ACTIONS = (
 )
 
 
-def lifecycle_rules() -> list[LifecycleRuleTypeDef]:
-    """``raw/``: Standard-IA at day 30, Glacier at day 90, never deleted; ``aggregated/``
+def lifecycle_rules(raw_expire_days: int | None = None) -> list[LifecycleRuleTypeDef]:
+    """``raw/`` and ``curated/``: Standard-IA at day 30, Glacier at day 90; ``aggregated/``
     stays in Standard; unfinished multipart uploads are aborted after 7 days.
 
-    Why these days, and why objects under 128 KB stay in Standard: docs/architecture.md
-    ("The S3 tier"). No Expiration: raw readings are the only copy of the data.
+    ``curated/`` is never deleted. ``raw/`` is deleted ``raw_expire_days`` days after
+    upload when that is set (``RAW_EXPIRE_DAYS``; ``None``, the default, keeps it), and
+    then keeps only the transitions that fit before the expiry (:func:`tier_down_before`):
+    none below 60 days, Standard-IA only from 60 to 179, both from 180. Raises
+    ``ValueError`` for an expiry S3 refuses (below 1 day). Why these days, and why objects
+    under 128 KB stay in Standard: docs/architecture.md ("Why these lifecycle rules").
     """
+    if raw_expire_days is not None and (
+        not isinstance(raw_expire_days, int) or isinstance(raw_expire_days, bool) or raw_expire_days < 1
+    ):
+        raise ValueError(f"RAW_EXPIRE_DAYS must be a whole number of days >= 1, not {raw_expire_days!r}")
     return [
-        {
-            "ID": "raw-standard-ia-30d-glacier-90d",
-            "Status": "Enabled",
-            "Filter": {"Prefix": S3_RAW_PREFIX},
-            "Transitions": [
-                {"Days": STANDARD_IA_AFTER_DAYS, "StorageClass": "STANDARD_IA"},
-                {"Days": GLACIER_AFTER_DAYS, "StorageClass": "GLACIER"},
-            ],
-        },
+        _tier_down_rule("raw", S3_RAW_PREFIX, raw_expire_days),
+        _tier_down_rule("curated", S3_CURATED_PREFIX, None),
         {
             "ID": "abort-incomplete-multipart-uploads-7d",
             "Status": "Enabled",
@@ -98,6 +107,39 @@ def lifecycle_rules() -> list[LifecycleRuleTypeDef]:
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_MULTIPART_AFTER_DAYS},
         },
     ]
+
+
+def tier_down_before(expire_days: int | None) -> list[tuple[int, TransitionStorageClassType]]:
+    """The transitions of :data:`TIER_DOWN` that still pay off with an expiry at ``expire_days``.
+
+    A transition is kept only when the object then stays in its new class at least that
+    class's minimum storage duration before it expires ([C]: 30 days for Standard-IA, 90
+    for Glacier), and every later one goes with it: with the plan's days 30 and 90, no
+    transition below 60 days, Standard-IA alone from 60 to 179, both from 180. A shorter
+    stay would be billed as if the object had stayed (and S3 refuses an expiry on or
+    before the last transition), so the object stays where it is until it expires.
+    ``None`` (no expiry) keeps them all.
+    """
+    kept: list[tuple[int, TransitionStorageClassType]] = []
+    for days, storage_class in TIER_DOWN:
+        if expire_days is not None and expire_days - days < max(MIN_STORAGE_DAYS[storage_class], 1):
+            break
+        kept.append((days, storage_class))
+    return kept
+
+
+def _tier_down_rule(name: str, prefix: str, expire_days: int | None) -> LifecycleRuleTypeDef:
+    """One prefix's rule; its ID names what it does, e.g. ``raw-standard-ia-30d-expire-90d``."""
+    steps = tier_down_before(expire_days)
+    id_parts = [name, *(f"{storage_class.lower().replace('_', '-')}-{days}d" for days, storage_class in steps)]
+    if expire_days is not None:
+        id_parts.append(f"expire-{expire_days}d")
+    rule: LifecycleRuleTypeDef = {"ID": "-".join(id_parts), "Status": "Enabled", "Filter": {"Prefix": prefix}}
+    if steps:
+        rule["Transitions"] = [{"Days": days, "StorageClass": storage_class} for days, storage_class in steps]
+    if expire_days is not None:
+        rule["Expiration"] = {"Days": expire_days}
+    return rule
 
 
 def check_lifecycle_rules(rules: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -199,16 +241,17 @@ def provision_bucket(settings: CommonSettings, client: SyncS3Client | None = Non
 
     In this order: the bucket (in the settings' region), all public access blocked,
     object ownership BucketOwnerEnforced (ACLs off), default encryption SSE-S3 (AES256),
-    the lifecycle rules of :func:`lifecycle_rules`. A bucket we own already is fine
-    (``BucketAlreadyOwnedByYou``, or in us-east-1 a plain success); its settings are
-    put again, which repairs whatever was changed by hand. Raises ``ValueError`` when
+    the lifecycle rules of :func:`lifecycle_rules` for the settings' ``RAW_EXPIRE_DAYS``
+    (settings other than :class:`BucketSettings` have none: ``raw/`` kept). A bucket we
+    own already is fine (``BucketAlreadyOwnedByYou``, or in us-east-1 a plain success);
+    its settings are put again, which repairs whatever was changed by hand. Raises ``ValueError`` when
     ``S3_BUCKET`` is unset or the lifecycle rules are ones S3 would refuse, and
     ``RuntimeError`` when another account owns a bucket of that name.
     """
     bucket = settings.s3_bucket
     if not bucket:
         raise ValueError("S3_BUCKET is not set: there is no bucket to provision")
-    rules = lifecycle_rules()
+    rules = lifecycle_rules(_raw_expire_days(settings))
     if problems := check_lifecycle_rules(rules):
         raise ValueError("lifecycle rules that real S3 would refuse or bill: " + "; ".join(problems))
     s3 = client or sync_client("s3", settings)
@@ -242,6 +285,10 @@ def provision_bucket(settings: CommonSettings, client: SyncS3Client | None = Non
     return bucket
 
 
+def _raw_expire_days(settings: CommonSettings) -> int | None:
+    return settings.raw_expire_days if isinstance(settings, BucketSettings) else None
+
+
 def _create_bucket(s3: SyncS3Client, bucket: str, region: str) -> None:
     try:
         if region == REGION_WITHOUT_LOCATION_CONSTRAINT:
@@ -258,14 +305,18 @@ def _create_bucket(s3: SyncS3Client, bucket: str, region: str) -> None:
 
 
 def main() -> int:
-    """``scripts/setup_s3.py``: provision ``S3_BUCKET``; exit 2 when it is unset."""
-    settings = CommonSettings()
+    """``scripts/setup_s3.py``: provision ``S3_BUCKET``; exit 2 when it is unset.
+
+    Reads :class:`BucketSettings`, so a ``RAW_EXPIRE_DAYS`` it refuses stops the script
+    with the settings' error before anything is created.
+    """
+    settings = BucketSettings()
     configure_logging(settings.log_level, settings.log_format)
     if not settings.s3_bucket:
         print("S3_BUCKET is not set: name the bucket in the environment or .env (see .env.example)", file=sys.stderr)
         return EXIT_NO_BUCKET
     bucket = provision_bucket(settings)
-    rule_ids = ", ".join(str(rule.get("ID")) for rule in lifecycle_rules())
+    rule_ids = ", ".join(str(rule.get("ID")) for rule in lifecycle_rules(settings.raw_expire_days))
     print(f"public access blocked, SSE-S3, lifecycle rules: {rule_ids}", file=sys.stderr)
     print(bucket)
     return 0

@@ -18,7 +18,7 @@ import pytest
 from botocore.stub import Stubber
 
 from src.common.aws import SyncS3Client, sync_client
-from src.common.settings import CommonSettings
+from src.common.settings import BucketSettings, CommonSettings
 from src.ops import bucket as bucket_setup
 from src.ops.bucket import (
     ABORT_MULTIPART_AFTER_DAYS,
@@ -28,6 +28,7 @@ from src.ops.bucket import (
     check_lifecycle_rules,
     lifecycle_rules,
     provision_bucket,
+    tier_down_before,
 )
 from tests.paths import REPO_ROOT
 
@@ -81,16 +82,27 @@ def test_bucket_is_created_encrypted_private_and_tiered(bucket_env: str) -> None
 
 
 def test_lifecycle_rules_are_the_seeds_plan_as_s3_allows_it() -> None:
-    """raw/: STANDARD_IA at 30 days, GLACIER at 90, never expired; every prefix: stale multipart uploads aborted."""
+    """raw/ and curated/: STANDARD_IA at 30 days, GLACIER at 90, never expired by default; every prefix:
+    stale multipart uploads aborted."""
     rules = {rule["ID"]: rule for rule in lifecycle_rules()}
-    raw = rules["raw-standard-ia-30d-glacier-90d"]
-    assert raw["Filter"] == {"Prefix": "raw/"}
-    assert raw["Transitions"] == [
+    assert list(rules) == [
+        "raw-standard-ia-30d-glacier-90d",
+        "curated-standard-ia-30d-glacier-90d",
+        "abort-incomplete-multipart-uploads-7d",
+    ]
+    tier_down = [
         {"Days": STANDARD_IA_AFTER_DAYS, "StorageClass": "STANDARD_IA"},
         {"Days": GLACIER_AFTER_DAYS, "StorageClass": "GLACIER"},
     ]
     assert (STANDARD_IA_AFTER_DAYS, GLACIER_AFTER_DAYS) == (30, 90)
-    assert "Expiration" not in raw  # raw readings are the only copy: no retention decision made here
+    raw = rules["raw-standard-ia-30d-glacier-90d"]
+    assert raw["Filter"] == {"Prefix": "raw/"}
+    assert raw["Transitions"] == tier_down
+    assert "Expiration" not in raw  # RAW_EXPIRE_DAYS unset: raw readings are kept
+    curated = rules["curated-standard-ia-30d-glacier-90d"]
+    assert curated["Filter"] == {"Prefix": "curated/"}
+    assert curated["Transitions"] == tier_down
+    assert "Expiration" not in curated  # curated hours are never expired
     abort = rules["abort-incomplete-multipart-uploads-7d"]
     assert abort["Filter"] == {"Prefix": ""}
     assert abort["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": ABORT_MULTIPART_AFTER_DAYS}
@@ -152,11 +164,115 @@ def test_provisioning_without_a_bucket_name_is_refused(aws_env: str) -> None:
 
 def test_rules_real_s3_would_refuse_never_reach_the_bucket(bucket_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Provisioning checks the rules before any call, so a bad edit fails here rather than on real S3."""
-    monkeypatch.setattr(bucket_setup, "lifecycle_rules", lambda: BAD_SEED_LITERAL)
+    monkeypatch.setattr(bucket_setup, "lifecycle_rules", lambda _raw_expire_days=None: BAD_SEED_LITERAL)
     with pytest.raises(ValueError, match="STANDARD_IA at day 7"):
         provision_bucket(CommonSettings())
     with pytest.raises(s3().exceptions.ClientError):  # nothing was created
         s3().head_bucket(Bucket=bucket_env)
+
+
+# --- RAW_EXPIRE_DAYS ------------------------------------------------------------------------
+
+
+def rules_by_prefix(rules: list[Any]) -> dict[str, Any]:
+    return {rule["Filter"]["Prefix"]: rule for rule in rules}
+
+
+def test_raw_expiry_reaches_the_bucket_and_passes_the_validator(
+    bucket_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RAW_EXPIRE_DAYS=200: raw/ keeps both transitions and expires at day 200; curated/ is untouched."""
+    monkeypatch.setenv("RAW_EXPIRE_DAYS", "200")
+    provision_bucket(BucketSettings())
+    lifecycle = bucket_state(bucket_env)["lifecycle"]
+    assert lifecycle == lifecycle_rules(200)
+    assert check_lifecycle_rules(lifecycle) == []
+    raw = rules_by_prefix(lifecycle)["raw/"]
+    assert raw["ID"] == "raw-standard-ia-30d-glacier-90d-expire-200d"
+    assert raw["Expiration"] == {"Days": 200}
+    assert raw["Transitions"] == [
+        {"Days": 30, "StorageClass": "STANDARD_IA"},
+        {"Days": 90, "StorageClass": "GLACIER"},
+    ]
+    assert rules_by_prefix(lifecycle)["curated/"] == rules_by_prefix(lifecycle_rules())["curated/"]
+
+
+def test_unsetting_raw_expiry_removes_it_from_the_bucket(bucket_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lifecycle is replaced whole: a rerun without RAW_EXPIRE_DAYS (or with it blank) puts back the plain rules."""
+    monkeypatch.setenv("RAW_EXPIRE_DAYS", "7")
+    provision_bucket(BucketSettings())
+    assert "Expiration" in rules_by_prefix(bucket_state(bucket_env)["lifecycle"])["raw/"]
+    monkeypatch.setenv("RAW_EXPIRE_DAYS", "")
+    provision_bucket(BucketSettings())
+    assert bucket_state(bucket_env)["lifecycle"] == lifecycle_rules()
+
+
+@pytest.mark.parametrize(
+    ("days", "rule_id", "transitions"),
+    [
+        (3, "raw-expire-3d", []),
+        (7, "raw-expire-7d", []),
+        (59, "raw-expire-59d", []),  # IA from day 30 would be billed its 30 days anyway
+        (60, "raw-standard-ia-30d-expire-60d", [(30, "STANDARD_IA")]),
+        (179, "raw-standard-ia-30d-expire-179d", [(30, "STANDARD_IA")]),  # 89 days in Glacier: billed 90
+        (180, "raw-standard-ia-30d-glacier-90d-expire-180d", [(30, "STANDARD_IA"), (90, "GLACIER")]),
+        (200, "raw-standard-ia-30d-glacier-90d-expire-200d", [(30, "STANDARD_IA"), (90, "GLACIER")]),
+    ],
+)
+def test_raw_expiry_keeps_only_the_transitions_that_pay_off(
+    days: int, rule_id: str, transitions: list[tuple[int, str]]
+) -> None:
+    """A transition stays only when the object then spends its new class's minimum storage duration there."""
+    raw = rules_by_prefix(lifecycle_rules(days))["raw/"]
+    assert raw["ID"] == rule_id
+    assert raw["Expiration"] == {"Days": days}
+    assert [(step["Days"], step["StorageClass"]) for step in raw.get("Transitions", [])] == transitions
+    assert tier_down_before(days) == transitions
+
+
+def test_every_raw_expiry_gives_rules_s3_accepts() -> None:
+    """For every expiry from 1 to 400 days the generated rules pass the validator, and the IDs stay unique."""
+    for days in range(1, 401):
+        rules = lifecycle_rules(days)
+        assert check_lifecycle_rules(rules) == [], days
+        raw = rules_by_prefix(rules)["raw/"]
+        assert raw["Expiration"] == {"Days": days}
+        kept = raw.get("Transitions", [])
+        assert len(kept) == (0 if days < 60 else 1 if days < 180 else 2), days  # nothing dropped needlessly
+
+
+@pytest.mark.parametrize("value", ["1", "2", "0", "-30", "7.5", "a week"])
+def test_raw_expiry_settings_refuse_what_s3_or_the_pipeline_cannot_use(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below S3's 1 day, below the floor that leaves time to curate and prune, or not a whole number: refused."""
+    monkeypatch.setenv("RAW_EXPIRE_DAYS", value)
+    with pytest.raises(ValueError, match="(?i)raw_expire_days"):
+        BucketSettings()
+
+
+@pytest.mark.parametrize(("value", "days"), [("", None), ("  ", None), ("3", 3), ("365", 365)])
+def test_raw_expiry_settings_accept_blank_and_the_floor(
+    value: str, days: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blank means unset (raw/ kept forever); the floor itself and anything above it are accepted."""
+    monkeypatch.setenv("RAW_EXPIRE_DAYS", value)
+    assert BucketSettings().raw_expire_days == days
+    assert BucketSettings.MIN_RAW_EXPIRE_DAYS == 3
+
+
+@pytest.mark.parametrize("days", [0, -1, True, 7.5])
+def test_lifecycle_rules_refuse_an_expiry_s3_refuses(days: Any) -> None:
+    """Called directly, below 1 day (or not a whole number) is a ValueError naming RAW_EXPIRE_DAYS."""
+    with pytest.raises(ValueError, match="RAW_EXPIRE_DAYS must be a whole number of days >= 1"):
+        lifecycle_rules(days)
+
+
+def test_settings_other_than_bucket_settings_keep_raw(bucket_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only BucketSettings carry RAW_EXPIRE_DAYS: other settings (the embedded stack's) provision without expiry."""
+    monkeypatch.setenv("RAW_EXPIRE_DAYS", "30")
+    provision_bucket(CommonSettings())
+    assert bucket_state(bucket_env)["lifecycle"] == lifecycle_rules()
 
 
 # --- the script ---------------------------------------------------------------------------
@@ -167,8 +283,30 @@ def test_main_prints_the_bucket_last_and_exits_0(bucket_env: str, capsys: pytest
     assert bucket_setup.main() == 0
     captured = capsys.readouterr()
     assert captured.out.splitlines()[-1] == bucket_env
-    assert "raw-standard-ia-30d-glacier-90d" in captured.err
+    assert "raw-standard-ia-30d-glacier-90d, curated-standard-ia-30d-glacier-90d" in captured.err
     assert bucket_state(bucket_env)["lifecycle"] == lifecycle_rules()
+
+
+def test_main_applies_and_prints_the_raw_expiry(
+    bucket_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RAW_EXPIRE_DAYS in the environment reaches the bucket through main(), and its rule ID is printed."""
+    monkeypatch.setenv("RAW_EXPIRE_DAYS", "60")
+    assert bucket_setup.main() == 0
+    captured = capsys.readouterr()
+    assert "raw-standard-ia-30d-expire-60d, curated-standard-ia-30d-glacier-90d" in captured.err
+    assert bucket_state(bucket_env)["lifecycle"] == lifecycle_rules(60)
+
+
+def test_main_refuses_a_bad_raw_expiry_before_creating_anything(
+    bucket_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RAW_EXPIRE_DAYS=1 stops the script with the settings' error; no bucket is created."""
+    monkeypatch.setenv("RAW_EXPIRE_DAYS", "1")
+    with pytest.raises(ValueError, match="RAW_EXPIRE_DAYS \\(1\\) must be at least 3"):
+        bucket_setup.main()
+    with pytest.raises(s3().exceptions.ClientError):
+        s3().head_bucket(Bucket=bucket_env)
 
 
 def test_main_without_s3_bucket_exits_2_with_a_message(aws_env: str, capsys: pytest.CaptureFixture[str]) -> None:
