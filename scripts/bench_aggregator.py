@@ -19,7 +19,7 @@ natural key, then count/min/max/avg per vehicle of the seven signals) with its d
 threads and with one thread. Every command runs as a child process; its peak memory is
 the sum of the resident sets of its process tree, sampled every 20 ms, and the largest
 single process's ``ru_maxrss``. The results must agree (counts, min and max exactly,
-averages within 1e-6), or the script exits 1. DuckDB comes from ``requirements-bench.txt``.
+averages within 1e-6), or the script exits 1. DuckDB is a runtime dependency (``requirements.txt``).
 """
 
 from __future__ import annotations

@@ -34,9 +34,12 @@ from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 
+from src.aggregator import curated, queries
 from src.aggregator.columnar import Chunk, Skip, Vanished, chunks_of_records, parse_files
+from src.aggregator.curated import Compaction, CompactionFailed
 from src.aggregator.records import Record, SkippedLine, canonical_timestamp, parse_line
 from src.aggregator.rollup import BUCKET_ROWS, MEMORY_ROWS, RowStore, ranks, reduce_rows
 from src.aggregator.sources import S3Bucket, Source, SourceUnreadable, list_s3_hour, planned_bytes
@@ -49,6 +52,7 @@ from src.common.layout import (
     previous_full_hour,
     raw_hour_dir,
     s3_aggregated_key,
+    s3_curated_prefix,
     s3_hour_prefix,
 )
 from src.common.logs import configure_logging
@@ -104,18 +108,17 @@ class Quality:
 
 @dataclass
 class VehicleStats:
-    """Count, min, max and sum of every signal of one vehicle."""
+    """Count, min, max and mean of every signal of one vehicle."""
 
     message_count: int = 0
     mins: list[float] = field(default_factory=lambda: [math.inf] * len(SIGNALS))
     maxs: list[float] = field(default_factory=lambda: [-math.inf] * len(SIGNALS))
-    sums: list[float] = field(default_factory=lambda: [0.0] * len(SIGNALS))
+    avgs: list[float] = field(default_factory=lambda: [math.nan] * len(SIGNALS))
 
     def as_dict(self, vehicle_id: str) -> dict[str, Any]:
         entry: dict[str, Any] = {"vehicle_id": vehicle_id, "message_count": self.message_count}
         for i, name in enumerate(SIGNALS):
-            avg = round(self.sums[i] / self.message_count, AVG_DECIMALS)
-            entry[name] = {"min": self.mins[i], "max": self.maxs[i], "avg": avg}
+            entry[name] = {"min": self.mins[i], "max": self.maxs[i], "avg": round(self.avgs[i], AVG_DECIMALS)}
         return entry
 
 
@@ -238,6 +241,58 @@ def aggregate_hour(
     return write_aggregate(result, aggregated_dir), result
 
 
+def curate_and_aggregate(
+    raw_dir: Path, curated_dir: Path, aggregated_dir: Path, hour: datetime, memory_limit_mb: int
+) -> tuple[Path, HourAggregate, Compaction]:
+    """Compact the hour's raw files into its curated Parquet, roll that up, write the aggregate.
+
+    Raises :class:`CompactionFailed` (nothing written) if the hour cannot be read completely.
+    """
+    started = time.perf_counter()
+    with curated.connect(curated_dir, memory_limit_mb) as connection:
+        compaction = _compact(connection, raw_dir, curated_dir, hour)
+        result = HourAggregate(hour, quality=compaction_quality(compaction))
+        result.input = Input(
+            "local",
+            str(raw_hour_dir(raw_dir, hour)),
+            listed=len(compaction.raw_files),
+            files_read=len(compaction.raw_files),
+            bytes_read=sum(compaction.raw_files.values()),
+        )
+        if compaction.path is not None:
+            roll_up_curated(connection, [compaction.path], result)
+    result.input.seconds = time.perf_counter() - started
+    return write_aggregate(result, aggregated_dir), result, compaction
+
+
+def _compact(connection: duckdb.DuckDBPyConnection, raw_dir: Path, curated_dir: Path, hour: datetime) -> Compaction:
+    """:func:`curated.compact_hour`, listing the hour again if a file vanished while it was read."""
+    try:
+        return curated.compact_hour(connection, raw_dir, curated_dir, hour)
+    except CompactionFailed as exc:
+        vanished = [name for name in exc.listing if not (raw_hour_dir(raw_dir, hour) / name).exists()]
+        if not vanished:
+            raise
+        log.warning("%s vanished before it could be read; the hour is read again without it", ", ".join(vanished))
+        return curated.compact_hour(connection, raw_dir, curated_dir, hour)
+
+
+def compaction_quality(compaction: Compaction) -> Quality:
+    return Quality(
+        files_read=len(compaction.raw_files),
+        lines_read=compaction.lines_read,
+        readings=compaction.rows,
+        duplicates_dropped=compaction.duplicates_dropped,
+        lines_skipped=compaction.lines_skipped,
+    )
+
+
+def roll_up_curated(connection: duckdb.DuckDBPyConnection, files: Sequence[Path], result: HourAggregate) -> None:
+    """Per-vehicle statistics of curated ``files`` (:data:`queries.ROLLUP`) into ``result``."""
+    for vehicle_id, count, *values in connection.execute(queries.ROLLUP, [[str(f) for f in files]]).fetchall():
+        result.vehicles[vehicle_id] = VehicleStats(count, values[0::3], values[1::3], values[2::3])
+
+
 def plan_tasks(files: Sequence[Source], task_bytes: int) -> list[tuple[list[Source], int]]:
     """Runs of consecutive files of about ``task_bytes`` each, with their sizes (file order kept)."""
     tasks: list[tuple[list[Source], int]] = []
@@ -328,7 +383,7 @@ def _roll_up(store: RowStore, result: HourAggregate) -> None:
             totals.sums.tolist(),
             strict=True,
         ):
-            result.vehicles[names[code]] = VehicleStats(count, mins, maxs, sums)
+            result.vehicles[names[code]] = VehicleStats(count, mins, maxs, [total / count for total in sums])
 
 
 def render(document: dict[str, Any]) -> bytes:
@@ -349,21 +404,41 @@ class UploadFailed(RuntimeError):
 
 
 def upload_aggregate(bucket: S3Bucket, path: Path, hour: datetime) -> str:
-    """Put the written aggregate's bytes at ``aggregated/…`` in ``bucket``, verified by S3 (Content-MD5); its URL.
+    """Put the written aggregate at ``aggregated/…`` in ``bucket``; its URL. Raises :class:`UploadFailed`."""
+    return _put(bucket, path, s3_aggregated_key(hour), "application/json")
+
+
+def upload_curated(bucket: S3Bucket, hour_dir: Path, hour: datetime) -> list[str]:
+    """Put the curated hour at ``curated/<hive path>/`` in ``bucket``, the Parquet before its manifest; their URLs."""
+    prefix = s3_curated_prefix(hour)
+    return [
+        _put(bucket, hour_dir / curated.PARQUET_NAME, prefix + curated.PARQUET_NAME, "application/vnd.apache.parquet"),
+        _put(bucket, hour_dir / curated.MANIFEST_NAME, prefix + curated.MANIFEST_NAME, "application/json"),
+    ]
+
+
+def _put(bucket: S3Bucket, path: Path, key: str, content_type: str) -> str:
+    """Put exactly ``path``'s bytes at ``key``, verified by S3 (Content-MD5); its URL.
 
     Raises :class:`UploadFailed` if S3 refuses it or cannot be reached (after botocore's retries).
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    data = path.read_bytes()  # exactly what the local file holds
-    key = s3_aggregated_key(hour)
-    digest = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
-    try:
-        bucket.client().put_object(
-            Bucket=bucket.name, Key=key, Body=data, ContentType="application/json", ContentMD5=digest
-        )
-    except (BotoCoreError, ClientError) as exc:
-        raise UploadFailed(f"cannot upload {path} to {bucket.url(key)}: {exc}") from None
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+        handle.seek(0)
+        try:
+            bucket.client().put_object(
+                Bucket=bucket.name,
+                Key=key,
+                Body=handle,
+                ContentType=content_type,
+                ContentMD5=base64.b64encode(digest.digest()).decode(),
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise UploadFailed(f"cannot upload {path} to {bucket.url(key)}: {exc}") from None
     return bucket.url(key)
 
 
@@ -388,9 +463,16 @@ def _hour(text: str) -> datetime:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m src.aggregator.hourly_stats", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hour", type=_hour, help="UTC hour YYYY-MM-DDTHH (default: the previous full hour)")
+    hours = parser.add_mutually_exclusive_group()
+    hours.add_argument("--hour", type=_hour, help="UTC hour YYYY-MM-DDTHH (default: the previous full hour)")
+    hours.add_argument(
+        "--catch-up", action="store_true", help="every hour whose raw files changed since it was curated (cron: hourly)"
+    )
     parser.add_argument("--source", choices=("local", "s3"), default="local", help="where the raw files are")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.catch_up and args.source == "s3":
+        parser.error("--catch-up compares the local raw files with their curated hours: it needs --source local")
+    return args
 
 
 def main(argv: Sequence[str] | None = None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
@@ -401,22 +483,41 @@ def main(argv: Sequence[str] | None = None, now: Callable[[], datetime] = lambda
         print("error: --source s3: S3_BUCKET unset (it names the bucket holding raw/ and aggregated/)", file=sys.stderr)
         return EXIT_USAGE
     bucket = S3Bucket(settings.s3_bucket, settings) if settings.s3_bucket else None
-    hour: datetime = args.hour or previous_full_hour(now())
+    if args.catch_up:
+        hours = curated.stale_hours(settings.raw_dir, settings.curated_dir)
+        log.info("catch-up: %d hour(s) to curate: %s", len(hours), ", ".join(map(hour_label, hours)) or "none")
+        outcomes = [run_hour(settings, bucket, hour, "local") for hour in hours]
+        return max(outcomes, default=EXIT_OK)
+    return run_hour(settings, bucket, args.hour or previous_full_hour(now()), args.source)
+
+
+def run_hour(settings: AggregatorSettings, bucket: S3Bucket | None, hour: datetime, source: str) -> int:
+    """One hour curated (from local raw files) and aggregated, both uploaded with a bucket; the exit status."""
+    compaction: Compaction | None = None
     try:
-        path, result = aggregate_hour(
-            bucket if bucket and args.source == "s3" else settings.raw_dir, settings.aggregated_dir, hour
-        )
-    except SourceUnreadable as exc:
+        if source == "s3" and bucket is not None:
+            path, result = aggregate_hour(bucket, settings.aggregated_dir, hour)
+        else:
+            path, result, compaction = curate_and_aggregate(
+                settings.raw_dir, settings.curated_dir, settings.aggregated_dir, hour, settings.duckdb_memory_limit_mb
+            )
+    except (SourceUnreadable, CompactionFailed) as exc:
         print(f"error: hour {hour_label(hour)} not aggregated, nothing written: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    uploaded: list[str] = []
     try:
-        uploaded = upload_aggregate(bucket, path, hour) if bucket else None
+        if bucket is not None and compaction is not None and compaction.path is not None:
+            uploaded += upload_curated(bucket, compaction.path.parent, hour)
+        if bucket is not None:
+            uploaded.append(upload_aggregate(bucket, path, hour))
     except UploadFailed as exc:
-        print(f"error: {exc} (the local file stands; a rerun writes and uploads the same bytes)", file=sys.stderr)
+        print(f"error: {exc} (the local files stand; a rerun writes and uploads the same rows)", file=sys.stderr)
         return EXIT_FAILED
+    if compaction is not None and compaction.path is not None:
+        print(compaction.path)
     print(path)
-    if uploaded:
-        print(uploaded)
+    for url in uploaded:
+        print(url)
     print(summary(result))
     return EXIT_OK
 

@@ -135,6 +135,11 @@ def s3_batch_name(key: str) -> str | None:
     return name if batch_file_ms(name) is not None else None
 
 
+def s3_curated_prefix(hour: datetime) -> str:
+    """The curated hour's S3 prefix: ``curated/year=…/hour=HH/``."""
+    return f"{S3_CURATED_PREFIX}{hour_partition(hour).as_posix()}/"
+
+
 def s3_aggregated_key(hour: datetime) -> str:
     """``aggregated/aggregated-<YYYY-MM-DDTHH>.json``."""
     return S3_AGGREGATED_PREFIX + aggregated_file_name(hour)

@@ -50,6 +50,10 @@ class CommonSettings(BaseSettings):
         return self.data_dir / "raw"
 
     @property
+    def curated_dir(self) -> Path:
+        return self.data_dir / "curated"
+
+    @property
     def aggregated_dir(self) -> Path:
         return self.data_dir / "aggregated"
 
@@ -151,7 +155,11 @@ class ConsumerSettings(QueueSettings):
 
 
 class AggregatorSettings(CommonSettings):
-    """The hourly aggregator needs nothing beyond the common settings yet."""
+    """The hourly job: how much memory its SQL engine may take before it spills to disk."""
+
+    duckdb_memory_limit_mb: int = Field(
+        512, ge=64, description="DuckDB's memory limit; beyond it, work spills under DATA_DIR/curated/_spill"
+    )
 
 
 class GeneratorSettings(CommonSettings):

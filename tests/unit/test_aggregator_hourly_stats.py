@@ -96,14 +96,14 @@ def test_duplicates_across_files_are_dropped_by_natural_key() -> None:
 
 
 def test_corrupt_and_truncated_lines_are_skipped_and_counted(capsys: pytest.CaptureFixture[str]) -> None:
-    """One bad line must not cost the hour: it is skipped, counted, and logged."""
+    """One bad line must not cost the hour: it is skipped, counted, and logged (by file)."""
     good = record("veh-00001", 1)
     missing_field = record("veh-00001", 2)
     del missing_field["vehicle_id"]
     text_signal = record("veh-00001", 3)
-    text_signal["payload"] = dict(text_signal["payload"], battery_soc="80")  # type: ignore[call-overload]
-    bool_signal = record("veh-00001", 4)
-    bool_signal["payload"] = dict(bool_signal["payload"], battery_soc=True)  # type: ignore[call-overload]
+    text_signal["payload"] = dict(text_signal["payload"], battery_soc="eighty")  # type: ignore[call-overload]
+    null_signal = record("veh-00001", 4)
+    null_signal["payload"] = dict(null_signal["payload"], battery_soc=None)  # type: ignore[call-overload]
     missing_signal = record("veh-00001", 5)
     missing_signal["payload"] = {"battery_soc": 1.0}
     bad_time = record("veh-00001", 6)
@@ -119,7 +119,7 @@ def test_corrupt_and_truncated_lines_are_skipped_and_counted(capsys: pytest.Capt
             b'{"vehicle_id": "veh-00001", "payload": 3}\n',
             missing_field,
             text_signal,
-            bool_signal,
+            null_signal,
             missing_signal,
             bad_time,
             naive_time,
@@ -131,7 +131,7 @@ def test_corrupt_and_truncated_lines_are_skipped_and_counted(capsys: pytest.Capt
     assert main(["--hour", "2025-10-19T17"]) == 0
     quality = output()["quality"]
     assert quality == {"files_read": 1, "lines_read": 12, "readings": 1, "duplicates_dropped": 0, "lines_skipped": 11}
-    assert capsys.readouterr().err.count(" skipped: ") == 11
+    assert "batch-1760893200000.jsonl: 11 line(s) skipped: not a reading" in capsys.readouterr().err
 
 
 def test_skipped_lines_are_logged_only_up_to_a_cap(caplog: pytest.LogCaptureFixture) -> None:

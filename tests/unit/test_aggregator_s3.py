@@ -208,12 +208,13 @@ def test_an_unreachable_s3_fails_the_run_and_writes_nothing(
 def test_a_failed_upload_exits_1_and_keeps_the_local_file(
     unreachable_endpoint: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The local aggregate stands when S3 refuses it; the run says so (exit 1) so that cron's rerun uploads it."""
+    """The local curated hour and aggregate stand when S3 refuses them; the run says so (exit 1) for cron's rerun."""
     monkeypatch.setenv("S3_BUCKET", "agg-unreachable")
     write_messy_hour()
     assert main(["--hour", LABEL]) == 1
     out, err = capsys.readouterr()
-    assert f"cannot upload {aggregate_path()} to s3://agg-unreachable/aggregated/aggregated-{LABEL}.json" in err
+    curated = AggregatorSettings().curated_dir / "year=2026/month=01/day=01/hour=10/readings.parquet"
+    assert f"cannot upload {curated} to s3://agg-unreachable/curated/year=2026/month=01/day=01/hour=10/" in err
     assert out == ""
     assert orjson.loads(aggregate_path().read_bytes())["quality"]["readings"] > 0
 

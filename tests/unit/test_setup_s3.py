@@ -247,7 +247,7 @@ def test_raw_expiry_settings_refuse_what_s3_or_the_pipeline_cannot_use(
 ) -> None:
     """Below S3's 1 day, below the floor that leaves time to curate and prune, or not a whole number: refused."""
     monkeypatch.setenv("RAW_EXPIRE_DAYS", value)
-    with pytest.raises(ValueError, match="(?i)raw_expire_days"):
+    with pytest.raises(ValueError, match=r"(?i)raw_expire_days"):
         BucketSettings()
 
 
