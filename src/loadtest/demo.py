@@ -3,8 +3,9 @@
 Starts moto's server on 127.0.0.1:4566, creates the queues and the bucket (S3_BUCKET,
 ``telemetry-dev`` by default), starts the receiver on port 8000 and the consumer, runs
 the simulator, waits until every accepted reading is on disk and every batch file in
-S3, aggregates every hour the readings touched, prints a summary and stops everything
-it started. Data goes to DATA_DIR (``data`` by default), logs to ``DATA_DIR/logs``.
+S3, runs the hourly job for every hour the readings touched (curated Parquet and the
+aggregate, local and in S3), prints a summary with a DuckDB query over the curated hours
+and stops everything it started. Data goes to DATA_DIR (``data`` by default), logs to ``DATA_DIR/logs``.
 """
 
 from __future__ import annotations
@@ -15,12 +16,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import orjson
 
 from src.common.aws import sync_client
-from src.common.layout import S3_AGGREGATED_PREFIX, aggregated_file_name, hour_label, s3_batch_name
+from src.common.layout import (
+    aggregated_file_name,
+    hour_label,
+    hour_partition,
+    s3_aggregated_key,
+    s3_batch_name,
+    s3_curated_prefix,
+)
 from src.common.schema import NaturalKey, parse_timestamp
 from src.common.settings import GeneratorSettings
 from src.embedded.stack import EmbeddedStack, StackConfig, exit_on_sigterm
@@ -40,6 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 DEFAULT_BUCKET = "telemetry-dev"
+DEMO_QUERY = """SELECT vehicle_id, count(*) AS readings, round(min(battery_soc), 1) AS soc_min,
+       round(max(battery_soc), 1) AS soc_max, round(max(cell_temp_max), 1) AS hottest_cell_c
+FROM read_parquet('{glob}', hive_partitioning = true)
+GROUP BY vehicle_id ORDER BY vehicle_id LIMIT 5"""
 
 
 def say(message: str) -> None:
@@ -68,14 +82,20 @@ def read_accepted(path: Path) -> dict[NaturalKey, float]:
     return accepted
 
 
-def aggregate_hours(stack: EmbeddedStack, index: DiskIndex, keys: set[NaturalKey], data_dir: Path) -> list[Path]:
-    """Run the aggregator, as cron would, for every hour partition holding the readings."""
-    paths = []
-    for hour in sorted(index.hours_holding(keys)):
+def aggregate_hours(stack: EmbeddedStack, index: DiskIndex, keys: set[NaturalKey], data_dir: Path) -> list[datetime]:
+    """Run the hourly job, as cron would, for every hour partition holding the readings: curated and aggregated."""
+    hours = sorted(index.hours_holding(keys))
+    for hour in hours:
         command = [sys.executable, "-m", "src.aggregator.hourly_stats", "--hour", hour_label(hour)]
         subprocess.run(command, env=stack.env(), check=True, stdout=subprocess.DEVNULL)
-        paths.append(data_dir / "aggregated" / aggregated_file_name(hour))
-    return paths
+    return hours
+
+
+def query_curated(curated_dir: Path) -> tuple[str, list[tuple[object, ...]]]:
+    """A DuckDB query a user would type over the curated hours, and its answer."""
+    sql = DEMO_QUERY.format(glob=curated_dir / "**" / "*.parquet")
+    with duckdb.connect() as connection:
+        return sql, connection.execute(sql).fetchall()
 
 
 def wait_uploaded(stack: EmbeddedStack, files: set[Path], timeout_s: float) -> set[Path]:
@@ -120,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         e2e = percentiles([index.durable_ms[k] - accepted[k] for k in found])
         files = index.files_holding(found)
         not_uploaded = wait_uploaded(stack, files, args.persist_timeout)
-        aggregates = aggregate_hours(stack, index, found, data_dir)
+        hours = aggregate_hours(stack, index, found, data_dir)
     print()
     print("Pipeline demo summary")
     print(f"  sent       {sim.get('sent', 0)}")
@@ -130,9 +150,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  end-to-end latency ms  P50 {e2e['p50']}  P95 {e2e['p95']}  P99 {e2e['p99']}")
     print(f"  batch files written    {len(files)}")
     print(f"  batch files in S3      {len(files) - len(not_uploaded)}  (s3://{config.s3_bucket}/raw/)")
-    for path in aggregates:
-        print(f"  aggregate  {path}")
-        print(f"             s3://{config.s3_bucket}/{S3_AGGREGATED_PREFIX}{path.name}")
+    for hour in hours:
+        curated_hour = data_dir / "curated" / hour_partition(hour) / "readings.parquet"
+        print(f"  curated    {curated_hour}")
+        print(f"             s3://{config.s3_bucket}/{s3_curated_prefix(hour)}readings.parquet")
+        print(f"  aggregate  {data_dir / 'aggregated' / aggregated_file_name(hour)}")
+        print(f"             s3://{config.s3_bucket}/{s3_aggregated_key(hour)}")
+    if hours:
+        sql, answer = query_curated(data_dir / "curated")
+        print("\nQuery the curated hours with DuckDB (python -c, the duckdb CLI, or any SQL engine; docs/querying.md):")
+        print("\n".join(f"  {line}" for line in sql.splitlines()))
+        for row in answer:
+            print("   ", " | ".join(str(value) for value in row))
     print(f"  took {time.perf_counter() - started:.1f} s")
     if missing:
         print(f"FAILED: {len(missing)} accepted readings are not on disk", file=sys.stderr)

@@ -125,6 +125,9 @@ def test_demo_runs_the_whole_pipeline_and_reports_nothing_lost(tmp_path: Path) -
     assert "aggregate  " in result.stdout
     assert "batch files in S3" in result.stdout and "s3://telemetry-dev/aggregated/" in result.stdout
     assert list((tmp_path / "data" / "aggregated").glob("aggregated-*.json"))
+    assert "s3://telemetry-dev/curated/year=" in result.stdout and "read_parquet(" in result.stdout
+    curated = [p.name for p in (tmp_path / "data" / "curated").rglob("*.parquet")]
+    assert curated and set(curated) == {"readings.parquet"}  # one per hour the demo touched
 
 
 def test_two_consumers_share_one_queue_and_data_dir_without_loss_or_collision(tmp_path: Path) -> None:
