@@ -144,20 +144,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def compact_hour(connection: duckdb.DuckDBPyConnection, raw_dir: Path, curated_dir: Path, hour: datetime) -> Compaction:
-    """Build the curated hour from the hour's raw files (see the module's contract)."""
+def compact_hour(
+    connection: duckdb.DuckDBPyConnection, raw_dir: Path, curated_dir: Path, hour: datetime
+) -> Compaction:
+    """Build the curated hour from the hour's local raw files (see the module's contract)."""
     listing = raw_listing(raw_dir, hour)
+    files = [str(raw_dir / hour_partition(hour) / name) for name in sorted(listing)]
+    return compact_files(connection, files, listing, curated_dir, hour)
+
+
+def compact_files(
+    connection: duckdb.DuckDBPyConnection,
+    files: Sequence[str],
+    listing: dict[str, int],
+    curated_dir: Path,
+    hour: datetime,
+) -> Compaction:
+    """Build the curated hour from ``files`` (paths DuckDB reads); ``listing`` (names, sizes) goes in the manifest."""
     result = Compaction(hour, None, listing)
-    target_dir = curated_hour_dir(curated_dir, hour)
-    if not listing:
+    if not files:
         log.info("hour %s: no raw files, nothing to curate", hour_label(hour))
         return result
-    files = [str(raw_dir / hour_partition(hour) / name) for name in sorted(listing)]
+    target_dir = curated_hour_dir(curated_dir, hour)
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / PARQUET_NAME
     tmp = target_dir / f".{PARQUET_NAME}.{os.getpid()}.tmp"
     try:
-        connection.execute(queries.PARSE_RAW, [files])
+        connection.execute(queries.PARSE_RAW, [list(files)])
         result.lines_read, valid = _one_row(connection.execute(queries.COUNT_PARSED))
         result.lines_skipped = result.lines_read - valid
         _log_skips(connection, hour)
@@ -177,7 +190,7 @@ def compact_hour(connection: duckdb.DuckDBPyConnection, raw_dir: Path, curated_d
         "hour %s: curated %d readings from %d files (%d lines, %d skipped, %d duplicates) into %s",
         hour_label(hour),
         result.rows,
-        len(listing),
+        len(files),
         result.lines_read,
         result.lines_skipped,
         result.duplicates_dropped,
