@@ -41,6 +41,7 @@ typecheck: $(BIN)/.test
 # time, so two run in ~4.5 minutes what one runs in ~7.5. PYTEST_WORKERS=0 runs in one process.
 PYTEST_WORKERS ?= 2
 pytest: $(BIN)/.test
+	@command -v java >/dev/null 2>&1 || echo "make test: no Java here (Debian: openjdk-17-jre-headless), so the Spark engine's tests are skipped"
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 
 ## The four terminals, by hand (see README): the embedded AWS first.
