@@ -144,9 +144,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def compact_hour(
-    connection: duckdb.DuckDBPyConnection, raw_dir: Path, curated_dir: Path, hour: datetime
-) -> Compaction:
+def compact_hour(connection: duckdb.DuckDBPyConnection, raw_dir: Path, curated_dir: Path, hour: datetime) -> Compaction:
     """Build the curated hour from the hour's local raw files (see the module's contract)."""
     listing = raw_listing(raw_dir, hour)
     files = [str(raw_dir / hour_partition(hour) / name) for name in sorted(listing)]

@@ -252,17 +252,37 @@ def curate_and_aggregate(
     with curated.connect(curated_dir, memory_limit_mb) as connection:
         compaction = _compact(connection, raw_dir, curated_dir, hour)
         result = HourAggregate(hour, quality=compaction_quality(compaction))
-        result.input = Input(
-            "local",
-            str(raw_hour_dir(raw_dir, hour)),
-            listed=len(compaction.raw_files),
-            files_read=len(compaction.raw_files),
-            bytes_read=sum(compaction.raw_files.values()),
-        )
+        result.input = _local_input(raw_dir, hour, compaction)
         if compaction.path is not None:
             roll_up_curated(connection, [compaction.path], result)
     result.input.seconds = time.perf_counter() - started
     return write_aggregate(result, aggregated_dir), result, compaction
+
+
+def curate_and_aggregate_spark(settings: AggregatorSettings, hour: datetime) -> tuple[Path, HourAggregate, Compaction]:
+    """:func:`curate_and_aggregate` on Spark (``SPARK_MASTER``, else spark-submit's master, else ``local[*]``)."""
+    from src.aggregator import spark  # pyspark is an optional dependency, imported only for this engine
+
+    started = time.perf_counter()
+    session = spark.spark_session(settings.spark_master)
+    compaction = spark.compact_hour_spark(session, settings.raw_dir, settings.curated_dir, hour)
+    result = HourAggregate(hour, quality=compaction_quality(compaction))
+    result.input = _local_input(settings.raw_dir, hour, compaction)
+    if compaction.path is not None:
+        _fill(result, spark.roll_up_spark(session, [compaction.path]))
+    result.input.seconds = time.perf_counter() - started
+    return write_aggregate(result, settings.aggregated_dir), result, compaction
+
+
+def _local_input(raw_dir: Path, hour: datetime, compaction: Compaction) -> Input:
+    files = len(compaction.raw_files)
+    return Input("local", str(raw_hour_dir(raw_dir, hour)), files, files, sum(compaction.raw_files.values()))
+
+
+def _fill(result: HourAggregate, rollup: Iterable[Sequence[Any]]) -> None:
+    """Rollup rows (vehicle, count, then min, max, mean per signal) into ``result``."""
+    for vehicle_id, count, *values in rollup:
+        result.vehicles[vehicle_id] = VehicleStats(count, values[0::3], values[1::3], values[2::3])
 
 
 def _compact(connection: duckdb.DuckDBPyConnection, raw_dir: Path, curated_dir: Path, hour: datetime) -> Compaction:
@@ -289,8 +309,7 @@ def compaction_quality(compaction: Compaction) -> Quality:
 
 def roll_up_curated(connection: duckdb.DuckDBPyConnection, files: Sequence[Path], result: HourAggregate) -> None:
     """Per-vehicle statistics of curated ``files`` (:data:`queries.ROLLUP`) into ``result``."""
-    for vehicle_id, count, *values in connection.execute(queries.ROLLUP, [[str(f) for f in files]]).fetchall():
-        result.vehicles[vehicle_id] = VehicleStats(count, values[0::3], values[1::3], values[2::3])
+    _fill(result, connection.execute(queries.ROLLUP, [[str(f) for f in files]]).fetchall())
 
 
 def plan_tasks(files: Sequence[Source], task_bytes: int) -> list[tuple[list[Source], int]]:
@@ -469,9 +488,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--catch-up", action="store_true", help="every hour whose raw files changed since it was curated (cron: hourly)"
     )
     parser.add_argument("--source", choices=("local", "s3"), default="local", help="where the raw files are")
+    parser.add_argument(
+        "--engine", choices=("duckdb", "spark"), default="duckdb", help="the SQL engine (default duckdb)"
+    )
     args = parser.parse_args(argv)
     if args.catch_up and args.source == "s3":
         parser.error("--catch-up compares the local raw files with their curated hours: it needs --source local")
+    if args.engine == "spark" and args.source == "s3":
+        parser.error(
+            "--engine spark reads DATA_DIR (on a cluster, a file system every executor mounts): --source local"
+        )
     return args
 
 
@@ -486,17 +512,19 @@ def main(argv: Sequence[str] | None = None, now: Callable[[], datetime] = lambda
     if args.catch_up:
         hours = curated.stale_hours(settings.raw_dir, settings.curated_dir)
         log.info("catch-up: %d hour(s) to curate: %s", len(hours), ", ".join(map(hour_label, hours)) or "none")
-        outcomes = [run_hour(settings, bucket, hour, "local") for hour in hours]
+        outcomes = [run_hour(settings, bucket, hour, "local", args.engine) for hour in hours]
         return max(outcomes, default=EXIT_OK)
-    return run_hour(settings, bucket, args.hour or previous_full_hour(now()), args.source)
+    return run_hour(settings, bucket, args.hour or previous_full_hour(now()), args.source, args.engine)
 
 
-def run_hour(settings: AggregatorSettings, bucket: S3Bucket | None, hour: datetime, source: str) -> int:
+def run_hour(settings: AggregatorSettings, bucket: S3Bucket | None, hour: datetime, source: str, engine: str) -> int:
     """One hour curated (from local raw files) and aggregated, both uploaded with a bucket; the exit status."""
     compaction: Compaction | None = None
     try:
         if source == "s3" and bucket is not None:
             path, result = aggregate_hour(bucket, settings.aggregated_dir, hour)
+        elif engine == "spark":
+            path, result, compaction = curate_and_aggregate_spark(settings, hour)
         else:
             path, result, compaction = curate_and_aggregate(
                 settings.raw_dir, settings.curated_dir, settings.aggregated_dir, hour, settings.duckdb_memory_limit_mb

@@ -160,6 +160,9 @@ class AggregatorSettings(CommonSettings):
     duckdb_memory_limit_mb: int = Field(
         512, ge=64, description="DuckDB's memory limit; beyond it, work spills under DATA_DIR/curated/_spill"
     )
+    spark_master: Annotated[str | None, Unset] = Field(
+        None, description="--engine spark: the cluster's master URL; unset means spark-submit's master, or local[*]"
+    )
 
 
 class GeneratorSettings(CommonSettings):

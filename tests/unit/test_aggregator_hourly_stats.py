@@ -241,3 +241,10 @@ def test_write_failure_leaves_no_temporary_file(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(OSError):
         main(["--hour", "2025-10-19T17"])
     assert list(AggregatorSettings().aggregated_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("arguments", [["--engine", "spark", "--source", "s3"], ["--engine", "presto"]])
+def test_an_engine_it_cannot_run_is_a_usage_error(arguments: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--hour", "2025-10-19T17", *arguments])
+    assert exit_info.value.code == 2
