@@ -64,6 +64,12 @@ class Compaction:
         del document["path"]
         return document
 
+    @classmethod
+    def from_manifest(cls, document: dict[str, Any], hour: datetime) -> Compaction:
+        """What a manifest says of the compaction that wrote it (``path`` unknown: None)."""
+        counts = {name: int(document[name]) for name in ("lines_read", "lines_skipped", "duplicates_dropped", "rows")}
+        return cls(hour, None, dict(document["raw_files"]), **counts)
+
 
 def curated_hour_dir(curated_dir: Path, hour: datetime) -> Path:
     return curated_dir / hour_partition(hour)

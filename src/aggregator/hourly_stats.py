@@ -1,15 +1,17 @@
-"""Hourly per-vehicle statistics of the stored readings.
+"""The hourly job: an hour's raw JSONL -> its curated Parquet -> its per-vehicle aggregate.
 
-``python -m src.aggregator.hourly_stats [--hour YYYY-MM-DDTHH] [--source local|s3]``
-(default: the previous full UTC hour; run from cron at ``5 * * * *``).
+``python -m src.aggregator.hourly_stats [--hour YYYY-MM-DDTHH | --catch-up] [--source local|s3]
+[--engine duckdb|spark]`` (default: the previous full UTC hour, DuckDB; cron ``5 * * * *``).
 
-Reads the hour's partition from ``DATA_DIR/raw/`` or, with ``--source s3``, streams it from
-``s3://$S3_BUCKET/raw/`` (``.jsonl.gz`` too); with ``S3_BUCKET`` set, the aggregate is also
-uploaded to ``s3://$S3_BUCKET/aggregated/``. Guarantees: a bad line is counted and skipped,
-never fatal; each natural key counts once (the first copy read); an hour that cannot be
-read completely writes nothing; the same files, local or in S3, give the same bytes.
-Exit status: 0 done, 1 an input or the upload failed, 2 usage (``--source s3`` without
-``S3_BUCKET``). Design: docs/architecture.md, "Design notes: aggregator".
+Compacts the hour (:mod:`src.aggregator.curated`, SQL in :mod:`src.aggregator.queries`) and rolls
+the curated file up into the seed's aggregate, quality block included. ``--source s3`` rolls up the
+hour's curated file in S3 if there is one, else compacts its raw objects (streamed, nothing copied
+to disk); with ``S3_BUCKET`` set, the curated hour and the aggregate are also put in S3.
+``--catch-up`` rebuilds every local hour whose raw files changed since it was curated.
+Guarantees: a bad line is counted and skipped, never fatal; each natural key counts once (the copy
+received first); an hour that cannot be read completely writes nothing; the same files, local or
+in S3, give the same aggregate. Exit status: 0 done, 1 an input or an upload failed, 2 usage.
+Design: docs/architecture.md, "Curated hours".
 """
 
 from __future__ import annotations
@@ -19,34 +21,23 @@ import base64
 import hashlib
 import logging
 import math
-import multiprocessing
-import os
-import signal
 import sys
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import islice
-from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import orjson
 
-from src.aggregator import curated, queries
-from src.aggregator.columnar import Chunk, Skip, Vanished, chunks_of_records, parse_files
+from src.aggregator import curated, queries, s3_files
 from src.aggregator.curated import Compaction, CompactionFailed
-from src.aggregator.records import Record, SkippedLine, canonical_timestamp, parse_line
-from src.aggregator.rollup import BUCKET_ROWS, MEMORY_ROWS, RowStore, ranks, reduce_rows
-from src.aggregator.sources import S3Bucket, Source, SourceUnreadable, list_s3_hour, planned_bytes
+from src.aggregator.sources import S3Bucket, SourceUnreadable, list_s3_hour
 from src.common.files import write_atomically
 from src.common.layout import (
     aggregated_file_name,
-    batch_files,
     hour_label,
     parse_hour_label,
     previous_full_hour,
@@ -60,22 +51,17 @@ from src.common.schema import SIGNALS, format_timestamp
 from src.common.settings import AggregatorSettings
 
 __all__ = [
-    "MAX_LOGGED_SKIPS",
     "HourAggregate",
     "Input",
     "Quality",
-    "Record",
     "S3Bucket",
-    "SkippedLine",
     "SourceUnreadable",
     "VehicleStats",
-    "aggregate",
-    "aggregate_hour",
-    "canonical_timestamp",
+    "aggregate_from_s3",
+    "curate_and_aggregate",
     "main",
-    "parse_line",
-    "stream_records",
     "upload_aggregate",
+    "upload_curated",
     "write_aggregate",
 ]
 
@@ -86,10 +72,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 AVG_DECIMALS = 6
 """Averages are rounded (well below any signal's resolution) so they print compactly; min and max are stored values."""
-MAX_LOGGED_SKIPS = 20
-"""Skipped lines are all counted, but only the first few logged: a broken file must not flood the log."""
-TASK_BYTES = 8 << 20
-"""Consecutive files are handed to a worker in runs of about this many bytes."""
+S3_THREADS = 8
+"""DuckDB threads reading from S3: each is one request in flight, so more than the cores."""
 
 
 @dataclass
@@ -161,86 +145,6 @@ class HourAggregate:
         }
 
 
-def stream_records(files: Iterable[Path], quality: Quality) -> Iterator[Record]:
-    """Every usable record of ``files``, in file then line order; counts into ``quality``.
-
-    Reads lines exactly as :func:`aggregate_hour` does, one record at a time.
-    """
-    for path in files:
-        try:
-            handle = path.open("rb")
-        except FileNotFoundError:  # removed between listing and reading (e.g. moved to S3)
-            log.warning("%s vanished before it could be read; skipped", path)
-            continue
-        quality.files_read += 1
-        with handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                quality.lines_read += 1
-                try:
-                    yield parse_line(line)
-                except SkippedLine as exc:
-                    quality.lines_skipped += 1
-                    if quality.lines_skipped <= MAX_LOGGED_SKIPS:
-                        log.warning("%s:%d skipped: %s", path.name, number, exc)
-
-
-def aggregate(records: Iterable[Record], hour: datetime, quality: Quality | None = None) -> HourAggregate:
-    """Per-vehicle statistics of ``records``, each natural key counted once (the pure core)."""
-    result = HourAggregate(hour, quality=quality or Quality())
-    with RowStore() as store:
-        for chunk in chunks_of_records(records):
-            store.add(chunk.readings, chunk.vehicles, chunk.cans)
-        _roll_up(store, result)
-    return result
-
-
-def aggregate_hour(
-    raw: Path | S3Bucket,
-    aggregated_dir: Path,
-    hour: datetime,
-    *,
-    workers: int | None = None,
-    task_bytes: int = TASK_BYTES,
-    memory_rows: int = MEMORY_ROWS,
-    bucket_rows: int = BUCKET_ROWS,
-) -> tuple[Path, HourAggregate]:
-    """Read, aggregate and write one hour from the local tier (``raw``: its ``raw/`` directory) or from S3.
-
-    ``workers`` processes read the files (default: one per usable CPU); past ``memory_rows``
-    readings, rows spill to buckets of about ``bucket_rows`` under ``aggregated_dir``. The
-    written bytes depend on none of these, nor on the source. Raises :class:`SourceUnreadable`
-    (writing nothing) if the hour cannot be read completely.
-    """
-    started = time.perf_counter()
-    result = HourAggregate(hour)
-    quality = result.quality
-    sources: Sequence[Source]
-    if isinstance(raw, S3Bucket):
-        result.input = Input("s3", raw.url(s3_hour_prefix(hour)))
-        sources = list_s3_hour(raw, hour)
-    else:
-        result.input = Input("local", str(raw_hour_dir(raw, hour)))
-        sources = batch_files(raw, hour)
-    result.input.listed = len(sources)
-    log.info("hour %s: reading %d batch files from %s", hour_label(hour), len(sources), result.input.location)
-    tasks = plan_tasks(sources, task_bytes)
-    total_bytes = sum(size for _, size in tasks) or 1
-    read_bytes = 0
-    with RowStore(aggregated_dir, memory_rows, bucket_rows) as store:
-        for (_, size), chunk in zip(tasks, read_chunks([paths for paths, _ in tasks], workers), strict=True):
-            read_bytes += size
-            _count(chunk, quality)
-            result.input.files_read += chunk.files_read
-            result.input.bytes_read += chunk.bytes_read
-            store.add(chunk.readings, chunk.vehicles, chunk.cans, read_bytes / total_bytes)
-        _roll_up(store, result)
-    result.input.seconds = time.perf_counter() - started
-    log.info("hour %s: read %s in %.2f s", hour_label(hour), result.input.describe(), result.input.seconds)
-    return write_aggregate(result, aggregated_dir), result
-
-
 def curate_and_aggregate(
     raw_dir: Path, curated_dir: Path, aggregated_dir: Path, hour: datetime, memory_limit_mb: int
 ) -> tuple[Path, HourAggregate, Compaction]:
@@ -257,6 +161,75 @@ def curate_and_aggregate(
             roll_up_curated(connection, [compaction.path], result)
     result.input.seconds = time.perf_counter() - started
     return write_aggregate(result, aggregated_dir), result, compaction
+
+
+def aggregate_from_s3(
+    settings: AggregatorSettings, bucket: S3Bucket, hour: datetime
+) -> tuple[Path, HourAggregate, Compaction | None]:
+    """The hour from S3: rolled up from its curated Parquet if S3 has one, else compacted from its raw objects.
+
+    Objects are streamed to DuckDB (:mod:`src.aggregator.s3_files`); nothing is copied to disk but
+    the curated hour a compaction writes. Raises :class:`CompactionFailed` or :class:`SourceUnreadable`.
+    """
+    started = time.perf_counter()
+    curated_key = s3_curated_prefix(hour) + curated.PARQUET_NAME
+    memory = settings.duckdb_memory_limit_mb
+    with (
+        curated.connect(settings.curated_dir, memory, S3_THREADS) as connection,
+        s3_files.registered(connection, settings) as files,
+    ):
+        compaction = None
+        if _exists(settings, bucket, curated_key):
+            result = HourAggregate(hour, quality=compaction_quality(_s3_manifest(bucket, hour)))
+            result.input = Input("s3", bucket.url(curated_key), 1, 1, 0)
+            try:
+                roll_up_curated(connection, files.paths(bucket.name, [curated_key]), result)
+            except duckdb.Error as exc:
+                raise SourceUnreadable(f"{bucket.url(curated_key)}: {exc}") from None
+        else:
+            compaction = _compact_s3(connection, files, bucket, settings.curated_dir, hour)
+            result = HourAggregate(hour, quality=compaction_quality(compaction))
+            listed, stored = len(compaction.raw_files), sum(compaction.raw_files.values())
+            result.input = Input("s3", bucket.url(s3_hour_prefix(hour)), listed, listed, stored)
+            if compaction.path is not None:
+                roll_up_curated(connection, [compaction.path], result)
+    result.input.seconds = time.perf_counter() - started
+    return write_aggregate(result, settings.aggregated_dir), result, compaction
+
+
+def _compact_s3(
+    connection: duckdb.DuckDBPyConnection, files: s3_files.S3Files, bucket: S3Bucket, curated_dir: Path, hour: datetime
+) -> Compaction:
+    """Compact the hour's raw objects; listed again once if one vanished while it was read."""
+    for attempt in (1, 2):
+        objects = list_s3_hour(bucket, hour)
+        listing = {obj.name: obj.size for obj in objects}
+        try:
+            return curated.compact_files(connection, files.paths(bucket.name, objects), listing, curated_dir, hour)
+        except CompactionFailed as exc:
+            if attempt == 2 or "no such object" not in str(exc):
+                raise
+            log.warning("an object of hour %s vanished while it was read; listing the hour again", hour_label(hour))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _exists(settings: AggregatorSettings, bucket: S3Bucket, key: str) -> bool:
+    try:
+        return s3_files.exists(settings, bucket.name, key)
+    except OSError as exc:
+        raise SourceUnreadable(f"cannot tell whether {bucket.url(key)} exists: {exc}") from None
+
+
+def _s3_manifest(bucket: S3Bucket, hour: datetime) -> Compaction:
+    """The counts the curated hour in S3 was built with (its manifest), for the aggregate's quality block."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    key = s3_curated_prefix(hour) + curated.MANIFEST_NAME
+    try:
+        document = orjson.loads(bucket.client().get_object(Bucket=bucket.name, Key=key)["Body"].read())
+    except (BotoCoreError, ClientError, orjson.JSONDecodeError) as exc:
+        raise SourceUnreadable(f"{bucket.url(key)}: the curated hour's manifest cannot be read: {exc}") from None
+    return curated.Compaction.from_manifest(document, hour)
 
 
 def curate_and_aggregate_spark(settings: AggregatorSettings, hour: datetime) -> tuple[Path, HourAggregate, Compaction]:
@@ -307,102 +280,9 @@ def compaction_quality(compaction: Compaction) -> Quality:
     )
 
 
-def roll_up_curated(connection: duckdb.DuckDBPyConnection, files: Sequence[Path], result: HourAggregate) -> None:
+def roll_up_curated(connection: duckdb.DuckDBPyConnection, files: Sequence[Path | str], result: HourAggregate) -> None:
     """Per-vehicle statistics of curated ``files`` (:data:`queries.ROLLUP`) into ``result``."""
     _fill(result, connection.execute(queries.ROLLUP, [[str(f) for f in files]]).fetchall())
-
-
-def plan_tasks(files: Sequence[Source], task_bytes: int) -> list[tuple[list[Source], int]]:
-    """Runs of consecutive files of about ``task_bytes`` each, with their sizes (file order kept)."""
-    tasks: list[tuple[list[Source], int]] = []
-    current: list[Source] = []
-    size = 0
-    for path in files:
-        size += planned_bytes(path)
-        current.append(path)
-        if size >= task_bytes:
-            tasks.append((current, size))
-            current, size = [], 0
-    if current:
-        tasks.append((current, size))
-    return tasks
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
-        return os.cpu_count() or 1
-
-
-def read_chunks(tasks: Sequence[Sequence[Source]], workers: int | None = None) -> Iterator[Chunk]:
-    """:func:`~src.aggregator.columnar.parse_files` of every task, in task order, on ``workers`` processes.
-
-    At most two tasks per worker are in flight, so finished chunks do not pile up in memory.
-    """
-    workers = min(workers or usable_cpus(), len(tasks))
-    if workers <= 1:
-        yield from map(parse_files, tasks)
-        return
-    with multiprocessing.get_context(start_method()).Pool(workers, initializer=worker_signals) as pool:
-        queued = iter(tasks)
-        pending: deque[AsyncResult[Chunk]] = deque(
-            pool.apply_async(parse_files, (task,)) for task in islice(queued, 2 * workers)
-        )
-        while pending:
-            chunk = pending.popleft().get()
-            pending.extend(pool.apply_async(parse_files, (task,)) for task in islice(queued, 1))
-            yield chunk
-        pool.close()  # a clean shutdown; leaving the block early terminates the workers instead
-        pool.join()
-
-
-def worker_signals() -> None:
-    """In a worker: die on SIGTERM whatever handler was inherited, leave Ctrl-C to the parent."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def start_method() -> str | None:
-    """``fork`` (fast start, modules already imported) if this process is single-threaded, else the default.
-
-    A fork with other threads running could copy a lock held forever; the pool forks before starting its threads.
-    """
-    return "fork" if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1 else None
-
-
-def _count(chunk: Chunk, quality: Quality) -> None:
-    """Add a chunk's counts to ``quality`` and log its events as a line-by-line reader would have."""
-    skipped_before = quality.lines_skipped
-    quality.files_read += chunk.files_read
-    quality.lines_read += chunk.lines_read
-    quality.lines_skipped += chunk.lines_skipped
-    for event in chunk.events:
-        if isinstance(event, Vanished):
-            log.warning("%s vanished before it could be read; skipped", event.source)
-        elif isinstance(event, Skip):
-            skipped_before += 1
-            if skipped_before <= MAX_LOGGED_SKIPS:
-                log.warning("%s:%d skipped: %s", event.file_name, event.line_number, event.reason)
-
-
-def _roll_up(store: RowStore, result: HourAggregate) -> None:
-    """Statistics of everything in ``store``, one bucket at a time, into ``result``."""
-    names = list(store.vehicle_codes)  # code order
-    vehicle_rank, can_rank = ranks(store.vehicle_codes), ranks(store.can_codes)
-    for parts in store.buckets():
-        totals = reduce_rows(parts, vehicle_rank, can_rank)
-        result.quality.duplicates_dropped += totals.duplicates
-        result.quality.readings += int(totals.counts.sum())
-        for code, count, mins, maxs, sums in zip(
-            totals.vehicles.tolist(),
-            totals.counts.tolist(),
-            totals.mins.tolist(),
-            totals.maxs.tolist(),
-            totals.sums.tolist(),
-            strict=True,
-        ):
-            result.vehicles[names[code]] = VehicleStats(count, mins, maxs, [total / count for total in sums])
 
 
 def render(document: dict[str, Any]) -> bytes:
@@ -522,7 +402,7 @@ def run_hour(settings: AggregatorSettings, bucket: S3Bucket | None, hour: dateti
     compaction: Compaction | None = None
     try:
         if source == "s3" and bucket is not None:
-            path, result = aggregate_hour(bucket, settings.aggregated_dir, hour)
+            path, result, compaction = aggregate_from_s3(settings, bucket, hour)
         elif engine == "spark":
             path, result, compaction = curate_and_aggregate_spark(settings, hour)
         else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,19 +9,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from src.aggregator.hourly_stats import (
-    MAX_LOGGED_SKIPS,
-    Quality,
-    Record,
-    SkippedLine,
-    aggregate,
-    aggregate_hour,
-    main,
-    parse_line,
-    stream_records,
-)
+from src.aggregator import curated
+from src.aggregator.hourly_stats import curate_and_aggregate, main
 from src.common.layout import raw_hour_dir
-from src.common.schema import SIGNALS, NaturalKey
+from src.common.schema import SIGNALS
 from src.common.settings import AggregatorSettings
 
 HOUR = datetime(2025, 10, 19, 17, tzinfo=UTC)
@@ -88,7 +78,10 @@ def test_duplicates_across_files_are_dropped_by_natural_key() -> None:
     redelivered = record("veh-00001", 1, soc=80.0)
     redelivered["timestamp"] = "2025-10-19T19:00:01.200+02:00"  # same instant, other spelling
     write_batch("batch-1760893205000.jsonl", [redelivered])
-    path, result = aggregate_hour(AggregatorSettings().raw_dir, AggregatorSettings().aggregated_dir, HOUR)
+    settings = AggregatorSettings()
+    path, result, _ = curate_and_aggregate(
+        settings.raw_dir, settings.curated_dir, settings.aggregated_dir, HOUR, settings.duckdb_memory_limit_mb
+    )
     assert result.vehicles["veh-00001"].message_count == 2
     assert result.quality.duplicates_dropped == 1
     assert output()["vehicles"][0]["battery_soc"]["avg"] == 75.0  # type: ignore[index]
@@ -134,20 +127,21 @@ def test_corrupt_and_truncated_lines_are_skipped_and_counted(capsys: pytest.Capt
     assert "batch-1760893200000.jsonl: 11 line(s) skipped: not a reading" in capsys.readouterr().err
 
 
-def test_skipped_lines_are_logged_only_up_to_a_cap(caplog: pytest.LogCaptureFixture) -> None:
-    """A thoroughly broken file is counted in full but must not flood the log."""
-    caplog.set_level(logging.WARNING, logger="src.aggregator.hourly_stats")
-    write_batch("batch-1760893200000.jsonl", [b"garbage\n"] * (MAX_LOGGED_SKIPS + 5))
-    quality = Quality()
-    assert list(stream_records(sorted(raw_hour_dir(AggregatorSettings().raw_dir, HOUR).iterdir()), quality)) == []
-    assert quality.lines_skipped == MAX_LOGGED_SKIPS + 5
-    assert len(caplog.records) == MAX_LOGGED_SKIPS
+def test_skipped_lines_are_logged_only_up_to_a_cap(capsys: pytest.CaptureFixture[str]) -> None:
+    """Thoroughly broken files are counted in full but must not flood the log: one line per file, at most a few."""
+    for i in range(curated.MAX_LOGGED_SKIPS + 5):
+        write_batch(f"batch-17608932{i:05d}.jsonl", [b"garbage\n", record("veh-00001", i % 60)])
+    assert main(["--hour", "2025-10-19T17"]) == 0
+    assert output()["quality"]["lines_skipped"] == curated.MAX_LOGGED_SKIPS + 5  # type: ignore[index]
+    assert capsys.readouterr().err.count("skipped: not a reading") == curated.MAX_LOGGED_SKIPS
 
 
 def test_non_finite_signal_is_skipped() -> None:
     """NaN or infinity would poison min/max/avg of the whole hour."""
-    with pytest.raises(SkippedLine):
-        parse_line(orjson.dumps(record("veh-00001", 1)).replace(b'"battery_soc":80.0', b'"battery_soc":1e999'))
+    line = orjson.dumps(record("veh-00001", 1)).replace(b'"battery_soc":80.0', b'"battery_soc":1e999')
+    write_batch("batch-1760893200000.jsonl", [line + b"\n", record("veh-00001", 2)])
+    assert main(["--hour", "2025-10-19T17"]) == 0
+    assert output()["quality"]["lines_skipped"] == 1  # type: ignore[index]
 
 
 def test_temporary_and_hidden_files_are_ignored() -> None:
@@ -214,21 +208,21 @@ def test_bad_hour_is_a_usage_error() -> None:
     assert exit_info.value.code == 2
 
 
-def test_file_vanishing_between_listing_and_reading_is_survived(tmp_path: Path) -> None:
-    """Files may be moved away (e.g. to S3) while the aggregator runs; that is not an error."""
-    present = write_batch("batch-1760893200000.jsonl", [record("veh-00001", 1)])
-    quality = Quality()
-    records = list(stream_records([tmp_path / "batch-1760893100000.jsonl", present], quality))
-    assert len(records) == 1 and quality.files_read == 1
+def test_file_vanishing_between_listing_and_reading_is_survived(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Files may be moved away (e.g. by pruning) while the job runs; the hour is read again without them."""
+    write_batch("batch-1760893200000.jsonl", [record("veh-00001", 1)])
+    real_listing = curated.raw_listing
+    listings = iter([{"batch-1760893100000.jsonl": 10}])  # listed once, gone when DuckDB opens it
 
+    def listing(raw_dir: Path, hour: datetime) -> dict[str, int]:
+        return next(listings, {}) | real_listing(raw_dir, hour)
 
-def test_aggregate_is_a_pure_function_of_records() -> None:
-    """The core can be tested, and reused by the S3 source, without any files."""
-    key = NaturalKey("veh-00001", "0x1F0", "2025-10-19T17:00:00Z")
-    values = tuple(float(i) for i in range(len(SIGNALS)))
-    result = aggregate([Record(key, values), Record(key, values)], HOUR)
-    assert result.quality.readings == 1 and result.quality.duplicates_dropped == 1
-    assert result.to_document()["vehicles"][0]["cell_temp_max"] == {"min": 6.0, "max": 6.0, "avg": 6.0}
+    monkeypatch.setattr(curated, "raw_listing", listing)
+    assert main(["--hour", "2025-10-19T17"]) == 0
+    assert output()["quality"]["files_read"] == 1  # type: ignore[index]
+    assert "batch-1760893100000.jsonl vanished before it could be read" in capsys.readouterr().err
 
 
 def test_write_failure_leaves_no_temporary_file(monkeypatch: pytest.MonkeyPatch) -> None:
