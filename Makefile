@@ -39,10 +39,11 @@ typecheck: $(BIN)/.test
 
 # Two workers (CI has two cores): the suite waits on the processes it starts about half the
 # time, so two run in ~4.5 minutes what one runs in ~7.5. PYTEST_WORKERS=0 runs in one process.
+# Tests grouped "exclusive" (Spark's JVM, the timing-sensitive crash tests) share one worker.
 PYTEST_WORKERS ?= 2
 pytest: $(BIN)/.test
 	@command -v java >/dev/null 2>&1 || echo "make test: no Java here (Debian: openjdk-17-jre-headless), so the Spark engine's tests are skipped"
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 ## The four terminals, by hand (see README): the embedded AWS first.
 aws: $(BIN)/.runtime

@@ -31,6 +31,8 @@ from src.common.schema import SIGNALS
 from src.common.settings import AggregatorSettings
 from tests.unit.test_aggregator_hourly_stats import HOUR, record, write_batch
 
+pytestmark = pytest.mark.xdist_group("exclusive")  # a JVM taking both cores: not beside the crash tests
+
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[SparkSession]:
