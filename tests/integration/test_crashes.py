@@ -27,8 +27,8 @@ from src.loadtest.run import wait_persisted
 from tests.integration.test_end_to_end import run_aggregator
 from tests.paths import REPO_ROOT
 
-# Timing matters here (the simulator's 30 s deadline): never beside the JVM of the Spark tests.
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("exclusive")]
+# Timing matters here (the simulator's 30 s deadline, 4 s redelivery): run with the machine to themselves.
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 POISON = ["not json", '{"v": 2, "records": [{"vehicle_id": "veh-x"}]}', '{"v": 7, "records": []}']
 """Bodies no consumer can store: SQS's redrive must move them to the DLQ after 5 receives."""

@@ -31,7 +31,7 @@ from src.common.schema import SIGNALS
 from src.common.settings import AggregatorSettings
 from tests.unit.test_aggregator_hourly_stats import HOUR, record, write_batch
 
-pytestmark = pytest.mark.xdist_group("exclusive")  # a JVM taking both cores: not beside the crash tests
+pytestmark = pytest.mark.serial  # a JVM that takes both cores: not beside other tests
 
 
 @pytest.fixture(scope="module")
