@@ -27,7 +27,7 @@ import duckdb
 import orjson
 
 from src.aggregator import queries
-from src.common.files import fsync_dir, write_atomically
+from src.common.files import fsync_dir, fsync_file, write_atomically
 from src.common.layout import batch_files, hour_label, hour_partition, hour_partitions, partition_hour
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def compact_files(
         _log_skips(connection, hour)
         (result.rows,) = _one_row(connection.execute(queries.copy_curated(str(tmp))))
         result.duplicates_dropped = valid - result.rows
-        _fsync(tmp)
+        fsync_file(tmp)
         os.replace(tmp, target)
         fsync_dir(target_dir)
     except duckdb.Error as exc:
@@ -188,17 +188,23 @@ def compact_files(
     finally:
         tmp.unlink(missing_ok=True)
         connection.execute("DROP TABLE IF EXISTS parsed")
+    return published(result, target, len(files))
+
+
+def published(result: Compaction, target: Path, files: int, engine: str = "DuckDB") -> Compaction:
+    """``result``, its Parquet file now at ``target``: the manifest written beside it (atomically) and logged."""
     result.path = target
-    write_atomically(target_dir / MANIFEST_NAME, orjson.dumps(result.manifest(), option=orjson.OPT_INDENT_2))
+    write_atomically(target.parent / MANIFEST_NAME, orjson.dumps(result.manifest(), option=orjson.OPT_INDENT_2))
     log.info(
-        "hour %s: curated %d readings from %d files (%d lines, %d skipped, %d duplicates) into %s",
-        hour_label(hour),
+        "hour %s: curated %d readings from %d files (%d lines, %d skipped, %d duplicates) into %s with %s",
+        hour_label(result.hour),
         result.rows,
-        len(files),
+        files,
         result.lines_read,
         result.lines_skipped,
         result.duplicates_dropped,
         target,
+        engine,
     )
     return result
 
@@ -212,8 +218,3 @@ def _one_row(relation: duckdb.DuckDBPyConnection) -> Sequence[int]:
 def _log_skips(connection: duckdb.DuckDBPyConnection, hour: datetime) -> None:
     for filename, count in connection.execute(queries.SKIPS_BY_FILE, [MAX_LOGGED_SKIPS]).fetchall():
         log.warning("hour %s: %s: %d line(s) skipped: not a reading", hour_label(hour), Path(filename).name, count)
-
-
-def _fsync(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())

@@ -30,21 +30,20 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-import orjson
 from pyspark.errors import PySparkException  # type: ignore[import-not-found, unused-ignore]  # pyspark: optional
 from pyspark.sql import DataFrame, SparkSession  # type: ignore[import-not-found, unused-ignore]
 
 from src.aggregator import queries
 from src.aggregator.curated import (
-    MANIFEST_NAME,
     MAX_LOGGED_SKIPS,
     PARQUET_NAME,
     Compaction,
     CompactionFailed,
     curated_hour_dir,
+    published,
     raw_listing,
 )
-from src.common.files import fsync_dir, write_atomically
+from src.common.files import fsync_dir, fsync_file
 from src.common.layout import hour_label, hour_partition
 from src.common.schema import SIGNALS
 
@@ -197,7 +196,7 @@ def compact_files_spark(
         part = parts[0]
         (result.rows,) = _one_row(spark.read.parquet(spark_path(part)).selectExpr("count(*)"))
         result.duplicates_dropped = valid - result.rows
-        _fsync(part)
+        fsync_file(part)
         os.replace(part, target)
         fsync_dir(target_dir)
     except PySparkException as exc:  # Spark's errors, the JVM's among them
@@ -206,19 +205,7 @@ def compact_files_spark(
         shutil.rmtree(write_dir, ignore_errors=True)
         for view in ("parsed", "raw_lines"):
             spark.catalog.dropTempView(view)  # uncached too
-    result.path = target
-    write_atomically(target_dir / MANIFEST_NAME, orjson.dumps(result.manifest(), option=orjson.OPT_INDENT_2))
-    log.info(
-        "hour %s: curated %d readings from %d files (%d lines, %d skipped, %d duplicates) into %s with Spark",
-        hour_label(hour),
-        result.rows,
-        len(files),
-        result.lines_read,
-        result.lines_skipped,
-        result.duplicates_dropped,
-        target,
-    )
-    return result
+    return published(result, target, len(files), "Spark")
 
 
 def roll_up_spark(spark: SparkSession, files: Sequence[Path]) -> list[tuple[object, ...]]:
@@ -236,8 +223,3 @@ def _one_row(frame: DataFrame) -> tuple[int, ...]:
     row = frame.first()
     assert row is not None  # an aggregate without GROUP BY always has one row
     return tuple(int(value) for value in row)
-
-
-def _fsync(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())

@@ -19,6 +19,12 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: Path) -> None:
+    """Make a file's data durable (before it is renamed into place)."""
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
 def write_atomically(target: Path, data: bytes) -> None:
     """Replace ``target`` with ``data`` so readers see the old file or the new one, never half of it."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
