@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -165,19 +165,16 @@ def compact_files(
     hour: datetime,
 ) -> Compaction:
     """Build the curated hour from ``files`` (paths DuckDB reads); ``listing`` (names, sizes) goes in the manifest."""
-    result = Compaction(hour, None, listing)
-    if not files:
-        log.info("hour %s: no raw files, nothing to curate", hour_label(hour))
+    result, target = started(files, listing, curated_dir, hour)
+    if target is None:
         return result
-    target_dir = curated_hour_dir(curated_dir, hour)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / PARQUET_NAME
+    target_dir = target.parent
     tmp = target_dir / f".{PARQUET_NAME}.{os.getpid()}.tmp"
     try:
         connection.execute(queries.PARSE_RAW, [list(files)])
         result.lines_read, valid = _one_row(connection.execute(queries.COUNT_PARSED))
         result.lines_skipped = result.lines_read - valid
-        _log_skips(connection, hour)
+        log_skips(hour, connection.execute(queries.SKIPS_BY_FILE, [MAX_LOGGED_SKIPS]).fetchall())
         (result.rows,) = _one_row(connection.execute(queries.copy_curated(str(tmp))))
         result.duplicates_dropped = valid - result.rows
         fsync_file(tmp)
@@ -189,6 +186,19 @@ def compact_files(
         tmp.unlink(missing_ok=True)
         connection.execute("DROP TABLE IF EXISTS parsed")
     return published(result, target, len(files))
+
+
+def started(
+    files: Sequence[str], listing: dict[str, int], curated_dir: Path, hour: datetime
+) -> tuple[Compaction, Path | None]:
+    """A compaction's result so far, and where its Parquet file goes (directory made); no target without files."""
+    result = Compaction(hour, None, listing)
+    if not files:
+        log.info("hour %s: no raw files, nothing to curate", hour_label(hour))
+        return result, None
+    target_dir = curated_hour_dir(curated_dir, hour)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    return result, target_dir / PARQUET_NAME
 
 
 def published(result: Compaction, target: Path, files: int, engine: str = "DuckDB") -> Compaction:
@@ -215,6 +225,7 @@ def _one_row(relation: duckdb.DuckDBPyConnection) -> Sequence[int]:
     return tuple(int(value) for value in row)
 
 
-def _log_skips(connection: duckdb.DuckDBPyConnection, hour: datetime) -> None:
-    for filename, count in connection.execute(queries.SKIPS_BY_FILE, [MAX_LOGGED_SKIPS]).fetchall():
+def log_skips(hour: datetime, skips_by_file: Iterable[Sequence[Any]]) -> None:
+    """One warning per file with skipped lines (``(file, count)`` rows, at most :data:`MAX_LOGGED_SKIPS`)."""
+    for filename, count in skips_by_file:
         log.warning("hour %s: %s: %d line(s) skipped: not a reading", hour_label(hour), Path(filename).name, count)

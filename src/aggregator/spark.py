@@ -36,12 +36,12 @@ from pyspark.sql import DataFrame, SparkSession  # type: ignore[import-not-found
 from src.aggregator import queries
 from src.aggregator.curated import (
     MAX_LOGGED_SKIPS,
-    PARQUET_NAME,
     Compaction,
     CompactionFailed,
-    curated_hour_dir,
+    log_skips,
     published,
     raw_listing,
+    started,
 )
 from src.common.files import fsync_dir, fsync_file
 from src.common.layout import hour_label, hour_partition
@@ -172,13 +172,10 @@ def compact_files_spark(
     spark: SparkSession, files: Sequence[str], listing: dict[str, int], curated_dir: Path, hour: datetime
 ) -> Compaction:
     """Build the curated hour from ``files`` (paths Spark reads); ``listing`` (names, sizes) goes in the manifest."""
-    result = Compaction(hour, None, listing)
-    if not files:
-        log.info("hour %s: no raw files, nothing to curate", hour_label(hour))
+    result, target = started(files, listing, curated_dir, hour)
+    if target is None:
         return result
-    target_dir = curated_hour_dir(curated_dir, hour)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / PARQUET_NAME
+    target_dir = target.parent
     write_dir = target_dir / f"{WRITE_DIR_PREFIX}{os.getpid()}"
     shutil.rmtree(write_dir, ignore_errors=True)
     try:
@@ -187,8 +184,7 @@ def compact_files_spark(
         spark.sql(PARSE_RAW)
         lines_read, valid = _one_row(spark.sql(COUNT_PARSED))
         result.lines_read, result.lines_skipped = lines_read, lines_read - valid
-        for filename, count in spark.sql(SKIPS_BY_FILE).collect():
-            log.warning("hour %s: %s: %d line(s) skipped: not a reading", hour_label(hour), filename, count)
+        log_skips(hour, spark.sql(SKIPS_BY_FILE).collect())
         spark.sql(CURATED_SELECT).write.option("compression", "zstd").parquet(spark_path(write_dir))
         parts = sorted(write_dir.glob("part-*.parquet"))  # one partition: one file, even without rows
         if len(parts) != 1:
