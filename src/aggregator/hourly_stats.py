@@ -27,12 +27,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import orjson
 
-from src.aggregator import curated, queries, s3_files
+from src.aggregator import curated, queries
 from src.aggregator.curated import Compaction, CompactionFailed
 from src.aggregator.sources import S3Bucket, SourceUnreadable, list_s3_hour
 from src.common.files import write_atomically
@@ -49,6 +49,9 @@ from src.common.layout import (
 from src.common.logs import configure_logging
 from src.common.schema import SIGNALS, format_timestamp
 from src.common.settings import AggregatorSettings
+
+if TYPE_CHECKING:
+    from src.aggregator.s3_files import S3Files
 
 __all__ = [
     "HourAggregate",
@@ -171,6 +174,8 @@ def aggregate_from_s3(
     Objects are streamed to DuckDB (:mod:`src.aggregator.s3_files`); nothing is copied to disk but
     the curated hour a compaction writes. Raises :class:`CompactionFailed` or :class:`SourceUnreadable`.
     """
+    from src.aggregator import s3_files  # fsspec and botocore: imported only when S3 is read (0.25 s)
+
     started = time.perf_counter()
     curated_key = s3_curated_prefix(hour) + curated.PARQUET_NAME
     memory = settings.duckdb_memory_limit_mb
@@ -198,7 +203,7 @@ def aggregate_from_s3(
 
 
 def _compact_s3(
-    connection: duckdb.DuckDBPyConnection, files: s3_files.S3Files, bucket: S3Bucket, curated_dir: Path, hour: datetime
+    connection: duckdb.DuckDBPyConnection, files: S3Files, bucket: S3Bucket, curated_dir: Path, hour: datetime
 ) -> Compaction:
     """Compact the hour's raw objects; listed again once if one vanished while it was read."""
     for attempt in (1, 2):
@@ -214,6 +219,8 @@ def _compact_s3(
 
 
 def _exists(settings: AggregatorSettings, bucket: S3Bucket, key: str) -> bool:
+    from src.aggregator import s3_files
+
     try:
         return s3_files.exists(settings, bucket.name, key)
     except OSError as exc:

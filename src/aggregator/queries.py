@@ -26,6 +26,10 @@ _RAW_COLUMNS = (
     f"'ingest_received_at': 'VARCHAR', 'payload': 'STRUCT({_PAYLOAD})'}}"
 )
 
+_READ_RAW = (
+    f"read_ndjson(?, columns = {_RAW_COLUMNS}, format = 'newline_delimited', ignore_errors = true, filename = true)"
+)
+
 
 def _instant(column: str) -> str:
     """An ISO 8601 text as a UTC instant; NULL without a zone (its instant would depend on the machine)."""
@@ -42,19 +46,23 @@ _IS_READING = " AND ".join(
 
 PARSE_RAW = f"""
 CREATE OR REPLACE TEMP TABLE parsed AS
-SELECT *, coalesce({_IS_READING}, false) AS is_reading
+SELECT * EXCLUDE (filename), CASE WHEN NOT is_reading THEN filename END AS filename
 FROM (
-    SELECT
-        vehicle_id, can_id,
-        {_instant('"timestamp"')} AS "timestamp",
-        {_instant("ingest_received_at")} AS ingest_received_at,
-        {", ".join(f"payload.{signal} AS {signal}" for signal in SIGNALS)},
-        filename
-    FROM read_ndjson(?, columns = {_RAW_COLUMNS}, format = 'newline_delimited', ignore_errors = true, filename = true)
+    SELECT *, coalesce({_IS_READING}, false) AS is_reading
+    FROM (
+        SELECT
+            vehicle_id, can_id,
+            {_instant('"timestamp"')} AS "timestamp",
+            {_instant("ingest_received_at")} AS ingest_received_at,
+            {", ".join(f"payload.{signal} AS {signal}" for signal in SIGNALS)},
+            filename
+        FROM {_READ_RAW}
+    )
 )
 """
 """Every non-blank line of the files (the parameter: their paths), typed; a line that is not
-valid JSON or lacks a field, or whose signal is not a finite number, has ``is_reading`` false."""
+valid JSON or lacks a field, or whose signal is not a finite number, has ``is_reading`` false
+and keeps its file's name (a reading does not: the table stays small)."""
 
 COUNT_PARSED = "SELECT count(*), count(*) FILTER (WHERE is_reading) FROM parsed"
 
@@ -68,12 +76,12 @@ FROM parsed
 WHERE is_reading
 QUALIFY row_number() OVER (
     PARTITION BY vehicle_id, can_id, "timestamp"
-    ORDER BY ingest_received_at, filename, {", ".join(SIGNALS)}
+    ORDER BY ingest_received_at, {", ".join(SIGNALS)}
 ) = 1
 ORDER BY vehicle_id, "timestamp", can_id
 """
-"""One row per natural key, the copy received first (ties broken by file, then values, so reruns agree);
-sorted so that one vehicle's rows are contiguous."""
+"""One row per natural key, the copy received first (ties broken by the values, so reruns agree:
+copies that tie on those too are the same row); sorted so that one vehicle's rows are contiguous."""
 
 
 def sql_string(text: str) -> str:

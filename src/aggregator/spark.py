@@ -105,7 +105,7 @@ SELECT /*+ REPARTITION(1) */ {_QUOTED}
 FROM (
     SELECT *, row_number() OVER (
         PARTITION BY vehicle_id, can_id, `timestamp`
-        ORDER BY ingest_received_at, filename, {", ".join(SIGNALS)}
+        ORDER BY ingest_received_at, {", ".join(SIGNALS)}
     ) AS copy
     FROM parsed
     WHERE is_reading
@@ -113,7 +113,7 @@ FROM (
 WHERE copy = 1
 SORT BY vehicle_id, `timestamp`, can_id
 """
-"""One row per natural key, the copy received first (ties: file, then values), as in DuckDB; one
+"""One row per natural key, the copy received first (ties: the values), as in DuckDB; one
 partition, sorted within it, so one sorted file (``SORT BY`` sorts the one partition: no ordering
 depends on how partitions are concatenated)."""
 
