@@ -1,7 +1,8 @@
-"""Time the hourly aggregator against DuckDB computing the same aggregate over the same files.
+"""Time the hourly job on one simulated hour: the targets of docs/performance.md, "Hourly job".
 
     python scripts/bench_aggregator.py                                  # 2,000,000 readings, 1,000 vehicles
     python scripts/bench_aggregator.py --data-dir /tmp/aggbench --repeat 5 --report-json bench.json
+    python scripts/bench_aggregator.py --data-dir /tmp/aggbench --baseline /tmp/previous --spark
 
 The hour is made once and reused (``--data-dir``; ``--regenerate`` makes it anew): the
 offline simulator produces the readings (``--vehicles`` for as long as ``--readings``
@@ -13,18 +14,23 @@ writers interleaved, ``--duplicate-rate`` of the readings redelivered into a lat
 Every vehicle's clock is offset by a fixed random ``0..--clock-skew-ms`` milliseconds, as
 unsynchronised gateways are, so timestamps are not shared by the whole fleet.
 
-Then, ``--repeat`` times each, interleaved: our aggregator (its command line, as cron
-runs it) and DuckDB (``read_ndjson`` with an explicit schema, duplicates dropped by
-natural key, then count/min/max/avg per vehicle of the seven signals) with its default
-threads and with one thread. Every command runs as a child process; its peak memory is
-the sum of the resident sets of its process tree, sampled every 20 ms, and the largest
-single process's ``ru_maxrss``. The results must agree (counts, min and max exactly,
-averages within 1e-6), or the script exits 1. DuckDB is a runtime dependency (``requirements.txt``).
+Then, ``--repeat`` times each, interleaved, every one a child process: the hourly job (its
+command line, as cron runs it: raw JSONL -> curated Parquet + aggregate); with
+``--baseline DIR`` the job of another checkout (``git archive <commit> | tar -x -C DIR``),
+run from DIR; with ``--spark`` the job with ``--engine spark``; DuckDB aggregating straight
+from the raw JSONL (duplicates dropped, no Parquet: re-aggregating without curated hours);
+and DuckDB rolling up the curated Parquet (re-aggregating with them). Peak memory is the sum
+of the resident sets of the process tree, sampled every 20 ms, and the largest single
+process's ``ru_maxrss``. Once: the sizes of raw JSONL, gzipped JSONL (each file, level 6, as
+the S3 tier stores it) and curated Parquet, and one vehicle's hour read from the Parquet by
+DuckDB (first query, then the median of 20 more). Every aggregate must agree with the job's
+(counts, min and max exactly, averages within 1e-6), or the script exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import statistics
 import subprocess
@@ -32,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,7 +47,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from src.common.layout import batch_file_name, hour_label, parse_hour_label, raw_hour_dir
+from src.aggregator import curated, queries
+from src.common.layout import batch_file_name, hour_label, hour_partition, parse_hour_label, raw_hour_dir
 from src.common.schema import SIGNALS, format_timestamp
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout, for the files this script reads and writes
@@ -67,12 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--regenerate", action="store_true", help="make the hour anew even if it exists")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each command; medians are reported")
-    parser.add_argument("--no-single-thread", action="store_true", help="skip DuckDB with threads=1")
     parser.add_argument(
-        "--baseline",
-        type=Path,
-        help="also time this other version of src/aggregator/hourly_stats.py (e.g. from `git show`), run as a script",
+        "--baseline", type=Path, help="also time the job of this other checkout (e.g. from `git archive`), run from it"
     )
+    parser.add_argument("--spark", action="store_true", help="also time the job with --engine spark (needs Java)")
     parser.add_argument("--report-json", type=Path, help="also write the results here")
     parser.add_argument("--generate-only", action="store_true", help="make (or reuse) the hour, then stop")
     return parser.parse_args(argv)
@@ -249,12 +255,12 @@ class Measured:
     peak_process_mb: float  # the largest single process (ru_maxrss)
 
 
-def measure(command: list[str], env: dict[str, str]) -> Measured:
+def measure(command: list[str], env: dict[str, str], cwd: Path = REPO_ROOT) -> Measured:
     """Run ``command``; its wall time and peak memory (process tree sampled, largest process exact)."""
     peak = peak_pss = 0
     done = threading.Event()
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def sample() -> None:
         nonlocal peak, peak_pss
@@ -279,50 +285,66 @@ def measure(command: list[str], env: dict[str, str]) -> Measured:
     return Measured(seconds, cpu, max(peak / 1024, largest), max(peak_pss / 1024, largest), largest)
 
 
-# --- DuckDB -----------------------------------------------------------------------------------------------------
+# --- DuckDB children ------------------------------------------------------------------------------------------
 
-DUCKDB_QUERY = """
+FROM_RAW = """
 WITH readings AS (
     SELECT * FROM read_ndjson(?, columns = {columns}, ignore_errors = true, format = 'newline_delimited')
-    WHERE vehicle_id IS NOT NULL AND can_id IS NOT NULL AND "timestamp" IS NOT NULL
-),
-distinct_readings AS (
-    SELECT DISTINCT ON (vehicle_id, can_id, "timestamp") * FROM readings
+    WHERE vehicle_id IS NOT NULL AND can_id IS NOT NULL AND "timestamp" IS NOT NULL AND ingest_received_at IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY vehicle_id, can_id, "timestamp" ORDER BY ingest_received_at) = 1
 )
 SELECT vehicle_id, count(*) AS message_count, {signals}
-FROM distinct_readings GROUP BY vehicle_id ORDER BY vehicle_id
+FROM readings GROUP BY vehicle_id ORDER BY vehicle_id
 """
+"""The aggregate straight from raw JSONL, written independently of the job's SQL (a check on it too)."""
 
 
-def duckdb_query() -> str:
+def from_raw_query() -> str:
     payload = ", ".join(f"{name} DOUBLE" for name in SIGNALS)
     columns = (
-        f"{{'timestamp': 'TIMESTAMPTZ', 'vehicle_id': 'VARCHAR', 'can_id': 'VARCHAR', 'payload': 'STRUCT({payload})'}}"
+        "{'timestamp': 'TIMESTAMPTZ', 'vehicle_id': 'VARCHAR', 'can_id': 'VARCHAR', "
+        f"'ingest_received_at': 'TIMESTAMPTZ', 'payload': 'STRUCT({payload})'}}"
     )
     signals = ", ".join(
         f"min(payload.{n}) AS {n}_min, max(payload.{n}) AS {n}_max, avg(payload.{n}) AS {n}_avg" for n in SIGNALS
     )
-    return DUCKDB_QUERY.format(columns=columns, signals=signals)
+    return FROM_RAW.format(columns=columns, signals=signals)
 
 
 DUCKDB_CHILD = """
-import json, sys
+import json, sys, time
 import duckdb
-glob, threads, out, query = sys.argv[1:5]
+source, out, query = sys.argv[1:4]
 connection = duckdb.connect()
-if threads != "default":
-    connection.execute(f"SET threads = {int(threads)}")
 connection.execute("SET TimeZone = 'UTC'")
+started = time.perf_counter()
+rows = connection.execute(query, [source]).fetchall()
 with open(out, "w") as handle:
-    json.dump(connection.execute(query, [glob]).fetchall(), handle)
+    json.dump({"rows": rows, "query_s": time.perf_counter() - started}, handle)
 """
-"""The DuckDB side: a child process that imports nothing but duckdb, so its start-up is not handicapped."""
+"""A child process that imports nothing but duckdb, so its start-up is not handicapped; it also
+reports the query's own time, start-up excluded."""
+
+ONE_VEHICLE_CHILD = """
+import json, statistics, sys, time
+import duckdb
+path, vehicles = sys.argv[1], json.loads(sys.argv[2])
+connection = duckdb.connect()
+query = "SELECT * FROM read_parquet(?) WHERE vehicle_id = ? ORDER BY timestamp"
+times, rows = [], []
+for vehicle in vehicles:
+    started = time.perf_counter()
+    rows.append(len(connection.execute(query, [path, vehicle]).fetchall()))
+    times.append(time.perf_counter() - started)
+print(json.dumps({"first_s": times[0], "median_s": statistics.median(times[1:]), "rows": rows}))
+"""
+"""One vehicle's hour from the curated file, as an engineer would ask for it: all columns, in time order."""
 
 
 def duckdb_vehicles(out: Path) -> list[dict[str, Any]]:
     """The DuckDB child's rows as the aggregate's per-vehicle entries."""
     vehicles = []
-    for row in orjson.loads(out.read_bytes()):
+    for row in orjson.loads(out.read_bytes())["rows"]:
         entry: dict[str, Any] = {"vehicle_id": row[0], "message_count": row[1]}
         for i, name in enumerate(SIGNALS):
             entry[name] = {"min": row[2 + 3 * i], "max": row[3 + 3 * i], "avg": row[4 + 3 * i]}
@@ -345,6 +367,16 @@ def disagreements(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> l
             if abs(a[name]["avg"] - b[name]["avg"]) > AVG_TOLERANCE:
                 problems.append(f"{vid} {name}: avg {a[name]['avg']} vs {b[name]['avg']}")
     return problems
+
+
+def gzipped_size(directory: Path) -> int:
+    """The raw hour's bytes gzipped file by file at level 6, as the S3 tier stores it (zlib frees the GIL)."""
+
+    def one(path: Path) -> int:
+        return len(gzip.compress(path.read_bytes(), compresslevel=6))
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        return sum(pool.map(one, sorted(directory.glob("batch-*.jsonl"))))
 
 
 # --- the comparison ---------------------------------------------------------------------------------------------
@@ -371,42 +403,91 @@ def main(argv: list[str] | None = None) -> int:
         return compare(args, data_dir, Path(scratch), raw_hour_dir(data_dir / "raw", parse_hour_label(args.hour)))
 
 
+class Commands:
+    """The timed commands, each with its environment (its own ``DATA_DIR`` when it writes outputs)."""
+
+    def __init__(self, args: argparse.Namespace, data_dir: Path, scratch: Path, directory: Path) -> None:
+        self.label = hour_label(parse_hour_label(args.hour))
+        self.data_dir, self.scratch = data_dir, scratch
+        self.env = {**os.environ, "DATA_DIR": str(data_dir), "LOG_LEVEL": "ERROR"}
+        job = ["-m", "src.aggregator.hourly_stats", "--hour", self.label]
+        self.commands: dict[str, tuple[list[str], dict[str, str], Path]] = {
+            "hourly job": ([sys.executable, *job], self.env, REPO_ROOT)
+        }
+        if args.baseline:
+            self.commands["previous job"] = ([sys.executable, *job], self.own_data_dir("previous"), args.baseline)
+        if args.spark:
+            spark = [sys.executable, *job, "--engine", "spark"]
+            self.commands["hourly job, Spark"] = (spark, self.own_data_dir("spark"), REPO_ROOT)
+        glob = str(directory / "batch-*.jsonl")
+        self.from_raw = scratch / "from-raw.json"
+        self.commands["DuckDB from raw"] = (self.child(glob, self.from_raw, from_raw_query()), self.env, REPO_ROOT)
+        curated_file = data_dir / "curated" / hour_partition(parse_hour_label(args.hour)) / curated.PARQUET_NAME
+        self.curated_file = curated_file
+        self.from_curated = scratch / "from-curated.json"
+        rollup = self.child(str(curated_file), self.from_curated, queries.ROLLUP)
+        self.commands["DuckDB from curated"] = (rollup, self.env, REPO_ROOT)
+
+    def own_data_dir(self, name: str) -> dict[str, str]:
+        """A ``DATA_DIR`` sharing our raw/, so that command's outputs do not replace the job's."""
+        (self.scratch / name).mkdir()
+        (self.scratch / name / "raw").symlink_to(self.data_dir / "raw")
+        return {**self.env, "DATA_DIR": str(self.scratch / name)}
+
+    @staticmethod
+    def child(source: str, out: Path, query: str) -> list[str]:
+        return [sys.executable, "-c", DUCKDB_CHILD, source, str(out), query]
+
+    def aggregate(self, name: str) -> dict[str, Any]:
+        data_dir = Path(self.commands[name][1]["DATA_DIR"])
+        return orjson.loads((data_dir / "aggregated" / f"aggregated-{self.label}.json").read_bytes())
+
+
 def compare(args: argparse.Namespace, data_dir: Path, scratch: Path, directory: Path) -> int:
-    label = hour_label(parse_hour_label(args.hour))
-    env = {**os.environ, "DATA_DIR": str(data_dir), "LOG_LEVEL": "ERROR"}
-    envs: dict[str, dict[str, str]] = {}
-    commands: dict[str, list[str]] = {
-        "aggregator": [sys.executable, "-m", "src.aggregator.hourly_stats", "--hour", label]
-    }
-    glob = str(directory / "batch-*.jsonl")
-    duck = [sys.executable, "-c", DUCKDB_CHILD, glob]
-    commands["duckdb"] = [*duck, "default", str(scratch / "duckdb-2.json"), duckdb_query()]
-    if not args.no_single_thread:
-        commands["duckdb threads=1"] = [*duck, "1", str(scratch / "duckdb-1.json"), duckdb_query()]
-    if args.baseline:  # its own DATA_DIR, sharing raw/, so its output does not replace ours
-        (scratch / "baseline").mkdir()
-        (scratch / "baseline" / "raw").symlink_to(data_dir / "raw")
-        envs["baseline"] = {**env, "DATA_DIR": str(scratch / "baseline")}
-        commands["baseline"] = [sys.executable, str(args.baseline.resolve()), "--hour", label]
-    runs: dict[str, list[Measured]] = {name: [] for name in commands}
+    setup = Commands(args, data_dir, scratch, directory)
+    say("a first run of the job, so the curated hour exists for the rollup (not timed)")
+    measure(setup.commands["hourly job"][0], setup.env)
+    runs: dict[str, list[Measured]] = {name: [] for name in setup.commands}
+    query_s: dict[str, list[float]] = {"DuckDB from raw": [], "DuckDB from curated": []}
     say(f"load average before: {load_average()} ({os.cpu_count()} CPUs)")
     for attempt in range(1, args.repeat + 1):
-        for name, command in commands.items():
-            result = measure(command, envs.get(name, env))
+        for name, (command, env, cwd) in setup.commands.items():
+            result = measure(command, env, cwd)
             runs[name].append(result)
+            if name in query_s:
+                out = setup.from_raw if name == "DuckDB from raw" else setup.from_curated
+                query_s[name].append(orjson.loads(out.read_bytes())["query_s"])
             say(
-                f"run {attempt}/{args.repeat} {name:<17} {result.seconds:7.2f} s  cpu {result.cpu_seconds:6.2f} s  "
+                f"run {attempt}/{args.repeat} {name:<20} {result.seconds:7.2f} s  cpu {result.cpu_seconds:6.2f} s  "
                 f"peak RSS {result.peak_tree_mb:6.0f} MB, PSS {result.peak_pss_mb:6.0f} MB  (load {load_average()})"
             )
 
-    document = orjson.loads((data_dir / "aggregated" / f"aggregated-{label}.json").read_bytes())
+    document = setup.aggregate("hourly job")
     vehicles = document["vehicles"]
     readings = document["quality"]["readings"]
     problems: list[str] = []
-    for name, command in commands.items():
-        if name.startswith("duckdb"):
-            theirs = duckdb_vehicles(Path(command[-2]))
-            problems += [f"{name}: {p}" for p in disagreements(vehicles, theirs)]
+    for name, out in (("DuckDB from raw", setup.from_raw), ("DuckDB from curated", setup.from_curated)):
+        problems += [f"{name}: {p}" for p in disagreements(vehicles, duckdb_vehicles(out))]
+    for name in ("previous job", "hourly job, Spark"):
+        if name in setup.commands:
+            problems += [f"{name}: {p}" for p in disagreements(vehicles, setup.aggregate(name)["vehicles"])]
+
+    say("sizes: gzipping the raw files as the S3 tier does")
+    raw_bytes = sum(p.stat().st_size for p in directory.glob("batch-*.jsonl"))
+    sizes = {
+        "raw_jsonl": raw_bytes,
+        "gzipped_jsonl": gzipped_size(directory),
+        "parquet": setup.curated_file.stat().st_size,
+    }
+    rng = np.random.default_rng(args.seed)
+    sample = [v["vehicle_id"] for v in rng.choice(vehicles, size=min(21, len(vehicles)), replace=False)]
+    one = subprocess.run(
+        [sys.executable, "-c", ONE_VEHICLE_CHILD, str(setup.curated_file), orjson.dumps(sample).decode()],
+        check=True,
+        capture_output=True,
+    )
+    one_vehicle = orjson.loads(one.stdout)
+
     report: dict[str, Any] = {
         "readings": readings,
         "vehicles": len(vehicles),
@@ -414,19 +495,13 @@ def compare(args: argparse.Namespace, data_dir: Path, scratch: Path, directory: 
         "cpus": os.cpu_count(),
         "repeat": args.repeat,
         "agree": not problems,
+        "sizes_bytes": sizes,
+        "one_vehicle_hour_s": {"first": one_vehicle["first_s"], "median": one_vehicle["median_s"]},
         "results": {},
     }
-    if args.baseline:
-        baseline = orjson.loads((scratch / "baseline" / "aggregated" / f"aggregated-{label}.json").read_bytes())
-        report["baseline_identical"] = baseline == document
-        report["baseline_disagreements"] = disagreements(vehicles, baseline["vehicles"])
-        problems += [f"baseline: {p}" for p in report["baseline_disagreements"]]
-
     print()
     print(f"{readings:,} readings from {len(vehicles):,} vehicles, quality {document['quality']}")
-    print(
-        *("command".ljust(18), "median s", "  min s", "  cpu s", " readings/s", " peak RSS MB", "PSS MB", "largest MB")
-    )
+    print(*("command".ljust(21), "median s", "  min s", "  cpu s", " peak RSS MB", "PSS MB", "largest MB", "query s"))
     median_of: dict[str, float] = {}
     for name, measured in runs.items():
         seconds = median_of[name] = statistics.median(m.seconds for m in measured)
@@ -434,28 +509,38 @@ def compare(args: argparse.Namespace, data_dir: Path, scratch: Path, directory: 
         peak = max(m.peak_tree_mb for m in measured)
         pss = max(m.peak_pss_mb for m in measured)
         largest = max(m.peak_process_mb for m in measured)
+        query = statistics.median(query_s[name]) if name in query_s else None
         print(
-            f"{name:<18} {seconds:9.2f} {min(m.seconds for m in measured):7.2f} {cpu:7.2f} {readings / seconds:11,.0f} "
-            f"{peak:12.0f} {pss:6.0f} {largest:10.0f}"
+            f"{name:<21} {seconds:9.2f} {min(m.seconds for m in measured):7.2f} {cpu:7.2f} "
+            f"{peak:12.0f} {pss:6.0f} {largest:10.0f} {'' if query is None else f'{query:7.3f}'}"
         )
         report["results"][name] = {
             "median_s": seconds,
             "runs_s": [m.seconds for m in measured],
             "median_cpu_s": cpu,
-            "readings_per_s": readings / seconds,
             "peak_rss_mb": peak,
             "peak_pss_mb": pss,
             "largest_process_mb": largest,
+            **({} if query is None else {"median_query_s": query}),
         }
-    for other in (n for n in commands if n != "aggregator"):
-        paired = statistics.median(a.seconds / b.seconds for a, b in zip(runs["aggregator"], runs[other], strict=True))
-        report[f"ratio_to_{other.replace(' ', '_')}"] = median_of["aggregator"] / median_of[other]
-        print(
-            f"aggregator / {other:<17} {median_of['aggregator'] / median_of[other]:5.2f}x of medians, "
-            f"{paired:5.2f}x median of paired runs"
+    if "previous job" in runs:
+        paired = statistics.median(
+            a.seconds / b.seconds for a, b in zip(runs["hourly job"], runs["previous job"], strict=True)
         )
-    if args.baseline:
-        print(f"baseline's document identical to ours: {report['baseline_identical']}")
+        report["job_over_previous"] = paired
+        print(f"hourly job / previous job: {paired:.2f}x (median of paired runs)")
+    speedup = statistics.median(query_s["DuckDB from raw"]) / statistics.median(query_s["DuckDB from curated"])
+    report["reaggregation_speedup"] = speedup
+    print(f"re-aggregating from curated Parquet: {speedup:.0f}x faster than from raw JSONL (query times)")
+    raw_mb, gzipped_mb, parquet_mb = (sizes[k] / 1e6 for k in ("raw_jsonl", "gzipped_jsonl", "parquet"))
+    print(
+        f"sizes: raw JSONL {raw_mb:,.1f} MB, gzipped JSONL {gzipped_mb:,.1f} MB (1/{raw_mb / gzipped_mb:.1f}), "
+        f"Parquet {parquet_mb:,.1f} MB (1/{raw_mb / parquet_mb:.1f} of raw, 1/{gzipped_mb / parquet_mb:.1f} of gzipped)"
+    )
+    print(
+        f"one vehicle's hour ({one_vehicle['rows'][0]:,} rows) from Parquet: first query "
+        f"{one_vehicle['first_s'] * 1000:.0f} ms, then median {one_vehicle['median_s'] * 1000:.0f} ms"
+    )
     if problems:
         print("RESULTS DISAGREE:\n  " + "\n  ".join(problems[:20]))
     else:
