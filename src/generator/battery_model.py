@@ -7,7 +7,8 @@ keeps every cell in its window and charges CC-CV, and a daily duty cycle of trip
 and charging. Every array has the fleet as its first axis; each step holds the current
 constant and evaluates cell parameters at its start, exactly as
 :func:`src.generator.cell.simulate_cell` does; one seeded generator, consumed in a fixed
-pattern, makes a run reproducible per seed. Model and numbers: docs/battery-model.md.
+pattern, makes a run reproducible per seed. Ageing and faults (:mod:`src.generator.health`)
+are applied to the same arrays when a plan asks for them. Model and numbers: docs/battery-model.md.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from src.generator.cell import (
+    REFERENCE_TEMP_C,
     CellParameters,
     FloatArray,
     ocv_and_slope,
@@ -30,6 +32,7 @@ from src.generator.cell import (
     soc_change_pct,
     step_resistance,
 )
+from src.generator.health import Fault, FaultKind, HealthPlan
 from src.generator.vehicle import DriveCycles, Route, VehicleParameters, battery_power_w
 
 IntArray = npt.NDArray[np.int64]
@@ -166,6 +169,8 @@ class Fleet:
     ``capacity_ah`` picks one variant for the whole fleet; ``None`` mixes the three.
     ``initial_soc_pct`` starts every pack there (default: each somewhere in 30-95 %), and
     ``ambient_c`` sets the weather (default: each vehicle somewhere in -5..32 °C).
+    ``health`` ages the packs and schedules faults (:func:`src.generator.health.draw_health`);
+    it draws nothing from the fleet's generator, so the fleet is otherwise the same.
     """
 
     def __init__(
@@ -180,6 +185,7 @@ class Fleet:
         variation: Variation | None = None,
         initial_soc_pct: float | None = None,
         ambient_c: float | None = None,
+        health: HealthPlan | None = None,
     ) -> None:
         if n_vehicles < 1:
             raise ValueError("a fleet needs at least one vehicle")
@@ -197,6 +203,9 @@ class Fleet:
         self._draw_duty()
         self._held = False
         self._last_cell_v: FloatArray = self._open_circuit_cells()
+        self.health = health or HealthPlan()
+        self._apply_ageing(self.health)
+        self._schedule_faults(self.health.faults)
 
     # --- set-up --------------------------------------------------------------------------
 
@@ -264,6 +273,55 @@ class Fleet:
         driving = self.activity == Activity.DRIVING
         self._start_trips(driving, rng.random(n), rng.random(n))
 
+    def _apply_ageing(self, plan: HealthPlan) -> None:
+        """Fewer ampere-hours and more resistance in every cell of an aged pack (state of health, growth)."""
+        if plan.capacity_factor is not None:
+            self._cell_capacity_ah = self._cell_capacity_ah * _per_vehicle(plan.capacity_factor, self._n)[:, None]
+        if plan.resistance_factor is not None:
+            growth = _per_vehicle(plan.resistance_factor, self._n)[:, None]
+            self._r0_nominal = self._r0_nominal * growth
+            self._r1_nominal = self._r1_nominal * growth
+
+    def _schedule_faults(self, faults: tuple[Fault, ...]) -> None:
+        """Check the faults and keep them in order of start; the arrays a kind needs exist only if it occurs."""
+        n = self._n
+        for fault in faults:
+            if not 0 <= fault.vehicle < n:
+                raise ValueError(f"fault for vehicle index {fault.vehicle} in a fleet of {n}")
+            if fault.kind in (FaultKind.WEAK_CELL, FaultKind.SELF_DISCHARGE) and not (
+                fault.cell is not None and 0 <= fault.cell < CELLS_IN_SERIES
+            ):
+                raise ValueError(f"a {fault.kind} fault needs a cell index 0-{CELLS_IN_SERIES - 1}")
+            if fault.kind == FaultKind.COOLING and not (fault.module is not None and 0 <= fault.module < MODULES):
+                raise ValueError(f"a cooling fault needs a module index 0-{MODULES - 1}")
+        kinds = {fault.kind for fault in faults}
+        self._elapsed_s = 0.0
+        self._pending: list[Fault] = sorted(faults, key=lambda fault: fault.start_s)
+        self._leak_pct_per_s: FloatArray | None = (
+            np.zeros((n, CELLS_IN_SERIES)) if FaultKind.SELF_DISCHARGE in kinds else None
+        )
+        self._coolant_scale: FloatArray | None = np.ones((n, MODULES)) if FaultKind.COOLING in kinds else None
+        self._voltage_bias_v: FloatArray | None = np.zeros(n) if FaultKind.SENSOR_BIAS in kinds else None
+
+    def _start_faults(self, dt_s: float) -> None:
+        """Start every fault due by this step: the step that begins nearest its start (starts lie on the steps)."""
+        due = self._elapsed_s + 0.5 * dt_s
+        while self._pending and self._pending[0].start_s < due:
+            fault = self._pending.pop(0)
+            v = fault.vehicle
+            if fault.kind == FaultKind.WEAK_CELL:
+                self._r0_nominal[v, fault.cell] *= fault.magnitude
+                self._r1_nominal[v, fault.cell] *= fault.magnitude
+            elif fault.kind == FaultKind.SELF_DISCHARGE:
+                assert self._leak_pct_per_s is not None
+                self._leak_pct_per_s[v, fault.cell] = fault.magnitude / 86_400.0
+            elif fault.kind == FaultKind.COOLING:
+                assert self._coolant_scale is not None
+                self._coolant_scale[v, fault.module] = fault.magnitude
+            else:
+                assert self._voltage_bias_v is not None
+                self._voltage_bias_v[v] = fault.magnitude
+
     # --- public --------------------------------------------------------------------------
 
     @property
@@ -285,6 +343,30 @@ class Fleet:
     def module_temperatures(self) -> FloatArray:
         """Every module's temperature (°C) after the last step, shape (vehicles, 8): a copy."""
         return self._module_temp_c.copy()
+
+    @property
+    def elapsed_s(self) -> float:
+        """Simulated seconds stepped so far (faults start by it)."""
+        return self._elapsed_s
+
+    def cell_capacity_ah(self) -> FloatArray:
+        """Every cell's capacity (Ah), ageing included, shape (vehicles, 96): a copy."""
+        return self._cell_capacity_ah.copy()
+
+    def pack_capacity_ah(self) -> FloatArray:
+        """The charge at the terminals that moves each pack's reported SOC by 100 points (Ah).
+
+        The reported SOC is the mean of the cells' SOC and the same current flows through
+        every cell, so this is the harmonic mean of the cells' capacities (after ageing).
+        """
+        result: FloatArray = 1.0 / np.mean(1.0 / self._cell_capacity_ah, axis=1)
+        return result
+
+    def cell_r0_ohm(self, soc_pct: float = 50.0, temp_c: float = REFERENCE_TEMP_C) -> FloatArray:
+        """Every cell's instant resistance R0 (ohm) at ``soc_pct`` and ``temp_c``, shape (vehicles, 96): ageing
+        and the faults started so far included. Its sum over a pack is the series string's R0."""
+        result: FloatArray = self._r0_nominal * resistance_factor(soc_pct, temp_c, self.cell)
+        return result
 
     def hold(self, activity: Activity, route: Route = Route.MIXED, charger_w: float | None = None) -> None:
         """Put every vehicle into ``activity`` and keep it there (for experiments, tests and plots).
@@ -311,6 +393,8 @@ class Fleet:
         """Advance every vehicle by ``dt_s`` seconds and report each pack at the end of the step."""
         if dt_s <= 0:
             raise ValueError("dt_s must be positive")
+        if self._pending:
+            self._start_faults(dt_s)
         self._advance_duty(dt_s)
         speed, accel = self._cycles.step(dt_s)
         decay = self._rc_decay(dt_s)
@@ -324,6 +408,8 @@ class Fleet:
         current = self._limit(self._demand(speed, accel, source, resistance), source, resistance)
         self._v1 = relax_rc(self._v1, current[:, None], r1, decay)
         moved_pct = soc_change_pct(current[:, None], dt_s, self._cell_capacity_ah)
+        if self._leak_pct_per_s is not None:  # a soft short drains its cell inside, past the terminals
+            moved_pct = moved_pct - self._leak_pct_per_s * dt_s
         self._cell_soc = np.minimum(np.maximum(self._cell_soc + moved_pct, 0.0), 100.0)
         # The OCV moves along its table segment with the step's charge: exact, unless the step
         # crossed a table point, when it is off by microvolts until the next step looks it up again.
@@ -332,9 +418,13 @@ class Fleet:
         self._heat(current, r0, r1, dt_s)
         self._finish_charging(current)
         self._last_cell_v = cell_v
+        self._elapsed_s += dt_s
+        voltage = cell_v.sum(axis=1)
+        if self._voltage_bias_v is not None:  # the sensor's error: reported, not physics
+            voltage = voltage + self._voltage_bias_v
         return PackSnapshot(
             soc=self._cell_soc.mean(axis=1),
-            voltage=cell_v.sum(axis=1),
+            voltage=voltage,
             current=current,
             cell_voltage_min=cell_v.min(axis=1),
             cell_voltage_max=cell_v.max(axis=1),
@@ -455,9 +545,11 @@ class Fleet:
         heating = (self.activity == _CHARGING)[:, None] & (self._module_temp_c < th.heating_below_c)
         coolant_c = np.where(cooling, th.coolant_c, th.heater_coolant_c)
         pumped = cooling | heating
-        conductance = th.casing_w_per_k + np.where(pumped, th.coolant_w_per_k, 0.0)
+        # A cooling fault leaves its module only a fraction of its contact with the coolant.
+        coolant_w = th.coolant_w_per_k if self._coolant_scale is None else th.coolant_w_per_k * self._coolant_scale
+        conductance = th.casing_w_per_k + np.where(pumped, coolant_w, 0.0)
         sink_c = (
-            th.casing_w_per_k * self.ambient_c[:, None] + np.where(pumped, th.coolant_w_per_k * coolant_c, 0.0)
+            th.casing_w_per_k * self.ambient_c[:, None] + np.where(pumped, coolant_w * coolant_c, 0.0)
         ) / conductance
         settle_c = sink_c + module_w / conductance
         decay = np.exp(-dt_s * conductance / th.heat_capacity_j_per_k)
@@ -473,3 +565,11 @@ class Fleet:
 
     def _open_circuit_cells(self) -> FloatArray:
         return open_circuit_voltage(self._cell_soc, self._cell_temp_c)
+
+
+def _per_vehicle(values: FloatArray, n: int) -> FloatArray:
+    """A plan's per-vehicle factors, checked: one positive number per vehicle."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.shape != (n,) or not np.all(array > 0):
+        raise ValueError(f"ageing factors must be {n} positive numbers, one per vehicle")
+    return array

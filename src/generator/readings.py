@@ -56,11 +56,26 @@ def _decoded(snapshot: PackSnapshot) -> FloatArray:
     return quantise_columns([getattr(snapshot, SNAPSHOT_FIELDS[name]) for name in SIGNALS])
 
 
+def fixed_timestamp(value: datetime) -> str:
+    """``format_timestamp``'s text with the fraction always written: ``2026-01-15T08:00:01.000000Z``.
+
+    ``format_timestamp`` (``datetime.isoformat``) leaves out a zero fraction, so a whole
+    second would read ``...08:00:01Z`` beside ``...08:00:01.200000Z`` and sort after it as
+    text. The same instant either way; offline files and the truth file use this form, so
+    their lines sort by time as text.
+    """
+    text = format_timestamp(value)
+    return text if "." in text else f"{text[:-1]}.000000Z"
+
+
 def readings(snapshot: PackSnapshot, timestamp: datetime, ids: Sequence[str]) -> list[dict[str, Any]]:
-    """One reading per vehicle, all taken at ``timestamp``, as JSON-ready dicts."""
+    """One reading per vehicle, all taken at ``timestamp``, as JSON-ready dicts (``format_timestamp``'s text)."""
+    return _records(snapshot, format_timestamp(timestamp), ids)
+
+
+def _records(snapshot: PackSnapshot, stamp: str, ids: Sequence[str]) -> list[dict[str, Any]]:
     if len(ids) != len(snapshot.soc):
         raise ValueError(f"{len(ids)} vehicle ids for a snapshot of {len(snapshot.soc)} vehicles")
-    stamp = format_timestamp(timestamp)
     rows: list[list[float]] = _decoded(snapshot).T.tolist()  # seven values each: no strict zip needed
     return [
         {"timestamp": stamp, "vehicle_id": vid, "can_id": CAN_ID, "payload": dict(zip(SIGNALS, row, strict=False))}
@@ -74,12 +89,12 @@ def to_json(reading: dict[str, Any]) -> bytes:
 
 
 def jsonl_block(snapshot: PackSnapshot, timestamp: datetime, ids: Sequence[str]) -> bytes:
-    """A tick's readings as JSONL: one line each, newline-terminated.
+    """A tick's readings as JSONL: one line each, newline-terminated, timestamps in :func:`fixed_timestamp`'s form.
 
     One ``orjson.dumps`` of the whole list, its record separators turned into newlines: ``},{"``
     cannot occur inside a record (no arrays, and a quote inside a JSON string is escaped).
     """
-    records = readings(snapshot, timestamp, ids)
+    records = _records(snapshot, fixed_timestamp(timestamp), ids)
     if not records:
         return b""
     return orjson.dumps(records)[1:-1].replace(_RECORD_SEPARATOR, _LINE_BREAK) + b"\n"

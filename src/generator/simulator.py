@@ -2,13 +2,17 @@
 
 ``python -m src.generator.simulator --vehicles 10 --duration 60 [--rate-ms 200] [--seed N]
 [--url URL] [--output FILE.jsonl] [--start ISO8601] [--capacity {60,94,120,mixed}] [--accepted-log PATH]
-[--report-json PATH]``
+[--report-json PATH] [--aging] [--faults N [--faults-at-start K] [--fault-kinds KIND,...]] [--truth-json FILE]``
 
 Live mode ticks on an absolute schedule (tick k at, and stamped, start + k * period: a slow
 tick never shifts the later ones), posts every vehicle's reading of a tick concurrently,
 and logs the natural key of every accepted reading (``--accepted-log``). Offline mode runs
 the same model in simulated time from ``--start`` as fast as it can; its output is
-byte-identical per seed.
+byte-identical per seed, every timestamp in one fixed form (six fractional digits and ``Z``).
+
+``--aging`` and ``--faults`` (off by default: without them the fleet is the one it always
+was) age the packs and give vehicles faults (:mod:`src.generator.health`); ``--truth-json``
+writes what was drawn (:mod:`src.generator.truth`), before the first reading, in both modes.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from multiprocessing.connection import Connection
@@ -36,8 +40,10 @@ from src.common.logs import configure_logging
 from src.common.schema import parse_timestamp
 from src.common.settings import GeneratorSettings
 from src.generator.battery_model import CAPACITY_VARIANTS_AH, BatteryFleet, Fleet, PackSnapshot
+from src.generator.health import FaultKind, HealthOptions, HealthPlan, draw_health
 from src.generator.readings import CAN_ID, jsonl_block, readings, to_json, vehicle_ids
 from src.generator.sender import Outcome, RetryPolicy, Sender
+from src.generator.truth import truth_document, write_truth
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,8 @@ class SimulatorOptions:
     capacity_ah: float | None = 94.0  # None: a fleet mixing the three variants
     accepted_log: Path | None = None
     report_json: Path | None = None
+    health: HealthOptions = field(default_factory=HealthOptions)  # --aging, --faults: off by default
+    truth_json: Path | None = None
     connection_limit: int = 100
     progress_interval_s: float = 5.0
     drain_timeout_s: float = 40.0  # longer than the sender's retry deadline
@@ -72,6 +80,16 @@ class SimulatorOptions:
     def ticks(self) -> int:
         """How many ticks fit in the duration (a small epsilon absorbs float noise such as 0.6 * 1000)."""
         return math.floor(self.duration_s * 1000.0 / self.rate_ms + 1e-9)
+
+    def health_plan(self) -> HealthPlan | None:
+        """The ageing and faults this run's options ask for, drawn from the seed's own health streams."""
+        if not self.health.active:
+            return None
+        return draw_health(self.vehicles, self.seed, self.health, self.ticks * self.period_s, self.period_s)
+
+    def fleet_factory(self) -> Callable[[], Fleet]:
+        """Builds this run's fleet (picklable, for the worker process): the same fleet every call."""
+        return partial(Fleet, self.vehicles, self.seed, self.capacity_ah, health=self.health_plan())
 
 
 @dataclass
@@ -141,6 +159,23 @@ def parse_capacity(text: str) -> float | None:
     return variants[text]
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"cannot be negative: {text}")
+    return value
+
+
+def parse_fault_kinds(text: str) -> tuple[FaultKind, ...]:
+    """A comma-separated list of fault kinds (``weak_cell,sensor_bias``), cycled through in that order."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    valid = [kind.value for kind in FaultKind]
+    unknown = [name for name in names if name not in valid]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(valid)}")
+    return tuple(FaultKind(name) for name in names)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> SimulatorOptions:
     parser = argparse.ArgumentParser(prog="python -m src.generator.simulator", description=__doc__.split("\n\n")[0])
     parser.add_argument("--vehicles", type=_positive_int, required=True, help="fleet size")
@@ -153,7 +188,23 @@ def parse_args(argv: Sequence[str] | None = None) -> SimulatorOptions:
     parser.add_argument("--capacity", type=parse_capacity, default=94.0, help="cell Ah: 60, 94, 120 or mixed")
     parser.add_argument("--accepted-log", type=Path, help="live: JSONL of the natural key of every accepted reading")
     parser.add_argument("--report-json", type=Path, help="write the final counts here as JSON")
+    parser.add_argument("--aging", action="store_true", help="draw each pack's capacity fade and resistance growth")
+    parser.add_argument("--faults", type=_count, default=0, help="give N distinct vehicles one fault each")
+    parser.add_argument(
+        "--faults-at-start", type=_count, default=0, help="the first K of the faults start with the run (demos)"
+    )
+    parser.add_argument(
+        "--fault-kinds", type=parse_fault_kinds, help="cycle through these kinds instead of a drawn order (demos)"
+    )
+    parser.add_argument("--truth-json", type=Path, help="write each pack's capacity, resistance and faults here")
     ns = parser.parse_args(argv)
+    if ns.faults > ns.vehicles:
+        parser.error(f"--faults {ns.faults} needs as many vehicles; --vehicles is {ns.vehicles}")
+    if ns.faults_at_start > ns.faults:
+        parser.error(f"--faults-at-start {ns.faults_at_start} is more than --faults {ns.faults}")
+    health = HealthOptions(
+        aging=ns.aging, faults=ns.faults, faults_at_start=ns.faults_at_start, fault_kinds=ns.fault_kinds
+    )
     return SimulatorOptions(
         vehicles=ns.vehicles,
         duration_s=ns.duration,
@@ -165,6 +216,8 @@ def parse_args(argv: Sequence[str] | None = None) -> SimulatorOptions:
         capacity_ah=ns.capacity,
         accepted_log=ns.accepted_log,
         report_json=ns.report_json,
+        health=health,
+        truth_json=ns.truth_json,
     )
 
 
@@ -232,20 +285,25 @@ def write_offline(
     """Write every tick's readings to ``out`` in simulated time; returns the number of readings.
 
     Timestamps are computed as start + k * period (never accumulated), so they do not drift.
-    With ``progress_s``, a progress line goes to stderr that often.
+    With ``progress_s``, a progress line goes to stderr that often. With ``options.truth_json``,
+    the truth is written first: of ``fleet`` when given (a :class:`Fleet`, not yet stepped),
+    else of the fleet the options describe (built here too when a worker steps it).
     """
+    truth_of: BatteryFleet | None = fleet
     if fleet is not None:
         snapshots = stepped_inline(fleet, options.ticks, options.period_s)
     elif options.vehicles >= PARALLEL_MIN_VEHICLES:
-        make_fleet = partial(Fleet, options.vehicles, options.seed, options.capacity_ah)
+        make_fleet = options.fleet_factory()
         snapshots = stepped_in_worker(make_fleet, options.ticks, options.period_s)
+        truth_of = make_fleet() if options.truth_json is not None else None  # the same seed: the same fleet
     else:
-        snapshots = stepped_inline(
-            Fleet(options.vehicles, options.seed, options.capacity_ah), options.ticks, options.period_s
-        )
+        truth_of = options.fleet_factory()()
+        snapshots = stepped_inline(truth_of, options.ticks, options.period_s)
     ids = vehicle_ids(fleet.n_vehicles if fleet is not None else options.vehicles)
     start = options.start or _now_ms()
     period = timedelta(milliseconds=options.rate_ms)
+    if options.truth_json is not None:
+        _write_truth(options.truth_json, truth_of, ids, start, period)
     began = time.monotonic()
     next_report = began + (progress_s or 0.0)
     count = 0
@@ -262,6 +320,14 @@ def write_offline(
                     flush=True,
                 )
     return count
+
+
+def _write_truth(
+    path: Path, fleet: BatteryFleet | None, ids: Sequence[str], start: datetime, period: timedelta
+) -> None:
+    if not isinstance(fleet, Fleet):
+        raise TypeError("--truth-json needs the battery model's Fleet, which knows its packs' truth")
+    write_truth(path, truth_document(fleet, ids, start, period))
 
 
 def run_offline(options: SimulatorOptions) -> RunReport:
@@ -285,7 +351,7 @@ class LiveRun:
         self.options = options
         self.sender = sender
         self.accepted_log = accepted_log
-        self.fleet = Fleet(options.vehicles, options.seed, options.capacity_ah)
+        self.fleet = options.fleet_factory()()
         self.ids = vehicle_ids(options.vehicles)
         self.stopping = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -302,6 +368,9 @@ class LiveRun:
         loop = asyncio.get_running_loop()
         self.began = loop.time()
         wall_start = _now_ms()
+        if self.options.truth_json is not None:  # before the first tick, so the truth is there while it runs
+            period = timedelta(milliseconds=self.options.rate_ms)
+            _write_truth(self.options.truth_json, self.fleet, self.ids, wall_start, period)
         progress = asyncio.create_task(self._progress())
         try:
             for k in range(self.options.ticks):

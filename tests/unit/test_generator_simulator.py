@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import io
 import itertools
 import multiprocessing
@@ -21,9 +22,11 @@ import numpy as np
 import orjson
 import pytest
 
-from src.common.schema import Reading, format_timestamp
+from src.common.schema import Reading, format_timestamp, parse_timestamp
 from src.generator import simulator
 from src.generator.battery_model import BatteryFleet, Fleet, PackSnapshot
+from src.generator.health import FaultKind, HealthOptions
+from src.generator.readings import fixed_timestamp
 from src.generator.sender import RetryPolicy
 from src.generator.simulator import (
     PARALLEL_MIN_VEHICLES,
@@ -61,6 +64,35 @@ def test_offline_output_is_byte_identical_for_the_same_seed_and_start(tmp_path: 
     assert offline(tmp_path, "a.jsonl").read_bytes() == offline(tmp_path, "b.jsonl").read_bytes()
 
 
+OUTPUT_BEFORE_ISSUE_14 = "4b9630f73870003270c1d87b5967ec038eb053b073dc7280cbe213639b44bf44"
+"""sha256 of ``offline(tmp_path, ...)`` with --start 2026-01-15T08:00:00Z, written by the simulator before ageing,
+faults and the fixed timestamp form existed (commit 7d99fcd), its timestamps as ``format_timestamp`` wrote them."""
+
+
+def test_offline_output_without_the_new_flags_is_the_readings_written_before_them(tmp_path: Path) -> None:
+    """Ageing and faults are off by default: the same readings, byte for byte, as before they existed; only the
+    timestamp text changed (``...08:00:00Z`` is now ``...08:00:00.000000Z``), which this undoes before hashing."""
+    out = offline(tmp_path, "a.jsonl", "--start", "2026-01-15T08:00:00Z")
+    as_before = b"".join(
+        orjson.dumps(row | {"timestamp": format_timestamp(parse_timestamp(str(row["timestamp"])))}) + b"\n"
+        for row in lines(out)
+    )
+    assert hashlib.sha256(as_before).hexdigest() == OUTPUT_BEFORE_ISSUE_14
+    truth = offline(tmp_path, "b.jsonl", "--start", "2026-01-15T08:00:00Z", "--truth-json", str(tmp_path / "t.json"))
+    assert truth.read_bytes() == out.read_bytes()  # writing the truth changes nothing either
+
+
+def test_offline_timestamps_have_one_fixed_form_so_lines_sort_by_time_as_text(tmp_path: Path) -> None:
+    """Every offline timestamp has six fractional digits and Z: a whole second never reads shorter than the rest."""
+    out = offline(tmp_path, "a.jsonl", "--rate-ms", "250")
+    stamps = [str(row["timestamp"]) for row in lines(out)]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp) for stamp in stamps)
+    assert "2025-10-19T17:00:01.000000Z" in stamps and "2025-10-19T17:00:01.250000Z" in stamps
+    assert sorted(stamps) == sorted(stamps, key=parse_timestamp)
+    assert fixed_timestamp(datetime(2026, 1, 15, 9, tzinfo=UTC)) == "2026-01-15T09:00:00.000000Z"
+    assert fixed_timestamp(datetime(2026, 1, 15, 10, 0, 1, 200000, tzinfo=UTC)) == "2026-01-15T10:00:01.200000Z"
+
+
 def test_offline_output_differs_between_seeds(tmp_path: Path) -> None:
     """--seed selects a different fleet."""
     a = offline(tmp_path, "a.jsonl")
@@ -76,7 +108,7 @@ def test_offline_writes_vehicles_times_ticks_lines_stepping_by_rate(tmp_path: Pa
     start = datetime(2025, 10, 19, 17, tzinfo=UTC)
     for index, row in enumerate(rows):
         assert row["vehicle_id"] == f"veh-{index % 4 + 1:05d}"
-        assert row["timestamp"] == format_timestamp(start + timedelta(milliseconds=250 * (index // 4)))
+        assert row["timestamp"] == fixed_timestamp(start + timedelta(milliseconds=250 * (index // 4)))
         Reading.model_validate_json(orjson.dumps(row))
     assert "wrote 32 readings" in capsys.readouterr().out
     report = orjson.loads((tmp_path / "r.json").read_bytes())
@@ -86,7 +118,7 @@ def test_offline_writes_vehicles_times_ticks_lines_stepping_by_rate(tmp_path: Pa
 def test_offline_start_accepts_offsets_and_defaults_to_now(tmp_path: Path) -> None:
     """--start takes any zone (stored as UTC); without it the run starts now."""
     out = offline(tmp_path, "a.jsonl", "--start", "2025-10-19T19:00:00+02:00")
-    assert lines(out)[0]["timestamp"] == "2025-10-19T17:00:00Z"
+    assert lines(out)[0]["timestamp"] == "2025-10-19T17:00:00.000000Z"
     before = datetime.now(UTC) - timedelta(seconds=1)
     assert main(["--vehicles", "1", "--duration", "0.2", "--output", str(tmp_path / "now.jsonl")]) == 0
     first = datetime.fromisoformat(str(lines(tmp_path / "now.jsonl")[0]["timestamp"]))
@@ -107,6 +139,38 @@ def test_bad_options_exit_2(args: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         parse_args(args)
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--vehicles", "3", "--faults", "4"], "--faults 4 needs as many vehicles"),
+        (["--vehicles", "3", "--faults", "-1"], "cannot be negative"),
+        (["--vehicles", "3", "--faults", "1", "--faults-at-start", "2"], "more than --faults 1"),
+        (["--vehicles", "3", "--faults", "1", "--fault-kinds", "weak_cell,leaky"], "choose from weak_cell, self_dis"),
+    ],
+)
+def test_impossible_fault_options_exit_2_naming_the_problem(args: list[str], message: str, capsys) -> None:
+    """More faults than vehicles, or a kind the model does not know, is a usage error, not a silently different run."""
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args([*args, "--duration", "1"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_health_options_default_off_and_parse_into_the_options() -> None:
+    """Without the flags nothing is drawn; with them the options say exactly what to draw and where the truth goes."""
+    plain = parse_args(["--vehicles", "3", "--duration", "1"])
+    assert plain.health == HealthOptions() and not plain.health.active and plain.health_plan() is None
+    assert plain.truth_json is None
+    args = ["--vehicles", "5", "--duration", "1", "--aging", "--faults", "3", "--faults-at-start", "1"]
+    options = parse_args([*args, "--fault-kinds", "sensor_bias,cooling", "--truth-json", "t.json"])
+    assert options.health == HealthOptions(
+        aging=True, faults=3, faults_at_start=1, fault_kinds=(FaultKind.SENSOR_BIAS, FaultKind.COOLING)
+    )
+    assert options.truth_json == Path("t.json")
+    plan = options.health_plan()
+    assert plan is not None and len(plan.faults) == 3 and plan.faults[0].start_s == 0.0
 
 
 def test_tick_count_absorbs_float_noise() -> None:
