@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 PARQUET_NAME = "readings.parquet"
 MANIFEST_NAME = "_manifest.json"  # a leading underscore: Spark, Hive and Athena skip it when they read the hour
 SPILL_DIR_NAME = "_spill"
+SPARK_WRITE_DIR_PREFIX = "_spark-"
+"""Spark writes the hour into ``<hour dir>/_spark-<pid>``: readers skip names starting with ``_``."""
 MAX_LOGGED_SKIPS = 20
 
 
@@ -140,6 +142,29 @@ def remove_dead_spill_dirs(spill_root: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def remove_dead_temporaries(target_dir: Path) -> None:
+    """Remove what runs that are gone left in an hour's directory: ``.<name>.<pid>.tmp`` files, ``_spark-<pid>``."""
+    for entry in target_dir.iterdir():
+        pid = _owner(entry.name)
+        if pid is not None and not _alive(pid):
+            log.info("removing %s, left by a run that did not finish", entry)
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def _owner(name: str) -> int | None:
+    """The process id in a temporary's name (``.readings.parquet.123.tmp``, ``_spark-123``), or None."""
+    if name.startswith(".") and name.endswith(".tmp"):
+        pid = name.removesuffix(".tmp").rpartition(".")[2]
+    elif name.startswith(SPARK_WRITE_DIR_PREFIX):
+        pid = name.removeprefix(SPARK_WRITE_DIR_PREFIX)
+    else:
+        return None
+    return int(pid) if pid.isdigit() else None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -198,6 +223,7 @@ def started(
         return result, None
     target_dir = curated_hour_dir(curated_dir, hour)
     target_dir.mkdir(parents=True, exist_ok=True)
+    remove_dead_temporaries(target_dir)
     return result, target_dir / PARQUET_NAME
 
 

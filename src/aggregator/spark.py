@@ -36,6 +36,7 @@ from pyspark.sql import DataFrame, SparkSession  # type: ignore[import-not-found
 from src.aggregator import queries
 from src.aggregator.curated import (
     MAX_LOGGED_SKIPS,
+    SPARK_WRITE_DIR_PREFIX,
     Compaction,
     CompactionFailed,
     log_skips,
@@ -50,8 +51,6 @@ from src.common.schema import SIGNALS
 log = logging.getLogger(__name__)
 
 APP_NAME = "telemetry-aggregator"
-WRITE_DIR_PREFIX = "_spark-"
-"""Spark writes the hour into ``<hour dir>/_spark-<pid>``: readers skip names starting with ``_``."""
 
 # --- The SQL -------------------------------------------------------------------------------------
 # Temporary views: ``raw_lines`` (value: one line of text, filename: its file's name), ``parsed``
@@ -176,8 +175,7 @@ def compact_files_spark(
     if target is None:
         return result
     target_dir = target.parent
-    write_dir = target_dir / f"{WRITE_DIR_PREFIX}{os.getpid()}"
-    shutil.rmtree(write_dir, ignore_errors=True)
+    write_dir = target_dir / f"{SPARK_WRITE_DIR_PREFIX}{os.getpid()}"
     try:
         raw = spark.read.option("lineSep", "\n").text(list(files))  # "\n" only, as DuckDB splits lines
         raw.selectExpr("value", "_metadata.file_name AS filename").createOrReplaceTempView("raw_lines")

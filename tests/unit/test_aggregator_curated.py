@@ -144,6 +144,23 @@ def test_spill_directories_of_dead_runs_are_removed(tmp_path: Path) -> None:
     assert sorted(p.name for p in spill_root.iterdir()) == [str(os.getppid())]
 
 
+def test_temporaries_of_dead_runs_in_an_hour_are_removed_by_the_next_compaction() -> None:
+    """A run killed with -9 mid-write leaves temporaries; the next compaction removes them, never a live run's."""
+    write_batch("batch-1760893200000.jsonl", [record("veh-00001", 1)])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid, live = dead.stdout.strip(), os.getppid()
+    hour_dir = curated_file().parent
+    hour_dir.mkdir(parents=True, exist_ok=True)
+    left = [hour_dir / f".readings.parquet.{pid}.tmp", hour_dir / f"._manifest.json.{pid}.tmp"]
+    for path in [*left, hour_dir / f".readings.parquet.{live}.tmp"]:
+        path.write_bytes(b"half")
+    (hour_dir / f"_spark-{pid}").mkdir()
+    assert main(["--hour", "2025-10-19T17"]) == 0
+    assert sorted(p.name for p in hour_dir.iterdir()) == sorted(
+        [curated.MANIFEST_NAME, curated.PARQUET_NAME, f".readings.parquet.{live}.tmp"]
+    )
+
+
 def test_the_curated_hour_goes_to_s3_beside_the_aggregate(bucket: str, capsys: pytest.CaptureFixture[str]) -> None:
     write_batch("batch-1760893200000.jsonl", [record("veh-00001", 1)])
     assert main(["--hour", "2025-10-19T17"]) == 0

@@ -143,6 +143,21 @@ def test_a_curated_hour_without_its_manifest_fails_the_run(bucket: str, capsys: 
     assert not aggregate_path().exists()
 
 
+def test_a_truncated_curated_hour_in_s3_fails_the_run_naming_it(
+    bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A curated object cut short is not rolled up into a partial aggregate: exit 1 naming the object."""
+    write_messy_hour()
+    assert main(["--hour", LABEL]) == 0
+    aggregate_path().unlink()
+    key = s3_curated_prefix(HOUR) + curated.PARQUET_NAME
+    whole = s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3().put_object(Bucket=bucket, Key=key, Body=whole[: len(whole) // 2])
+    assert main(["--hour", LABEL, "--source", "s3"]) == 1
+    assert f"s3://{bucket}/{key}" in capsys.readouterr().err
+    assert not aggregate_path().exists()
+
+
 @pytest.mark.parametrize("source", ["local", "s3"])
 def test_the_aggregate_is_uploaded_as_written(bucket: str, source: str, capsys: pytest.CaptureFixture[str]) -> None:
     """With S3_BUCKET set, either source's aggregate is put at aggregated/<file name>, the bytes of the local file."""
