@@ -15,49 +15,25 @@ from pathlib import Path
 
 import pytest
 from moto.server import ThreadedMotoServer
+from pydantic_settings import BaseSettings
 
+from src.common import settings as settings_module
 from src.common.aws import sync_client
 from src.common.settings import CommonSettings, QueueSettings
 from src.ops.queues import Queues, provision_queues
 
-SETTINGS_VARIABLES = (
-    "API_KEY",
-    "AWS_ENDPOINT_URL",
-    "AWS_DEFAULT_REGION",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_PROFILE",
-    "SQS_QUEUE_URL",
-    "SQS_QUEUE_NAME",
-    "SQS_TIMEOUT_S",
-    "DATA_DIR",
-    "S3_BUCKET",
-    "S3_GZIP",
-    "S3_UPLOAD_CONCURRENCY",
-    "RAW_EXPIRE_DAYS",
-    "DUCKDB_MEMORY_LIMIT_MB",
-    "SPARK_MASTER",
-    "METRICS_PORT",
-    "BATCH_SIZE",
-    "BATCH_TIMEOUT_S",
-    "FILE_ROTATION_MB",
-    "RECEIVE_CONCURRENCY",
-    "WAIT_TIME_S",
-    "VISIBILITY_TIMEOUT_S",
-    "VISIBILITY_BEAT_S",
-    "QUEUE_RETENTION_S",
-    "MAX_RECEIVES",
-    "DLQ_RETENTION_S",
-    "MAX_CLOCK_SKEW_S",
-    "MAX_READING_AGE_H",
-    "MAX_READING_BYTES",
-    "MAX_BATCH_BYTES",
-    "MAX_BATCH_READINGS",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "RECEIVER_URL",
-    "WRITER_ID",
+SETTINGS_VARIABLES = tuple(
+    sorted(
+        {"AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        | {
+            name.upper()
+            for cls in vars(settings_module).values()
+            if isinstance(cls, type) and issubclass(cls, BaseSettings)
+            for name in cls.model_fields
+        }
+    )
 )
+"""Every variable a process reads: the settings' fields, and botocore's own."""
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import orjson
 
-from src.aggregator import curated, queries
+from src.aggregator import analytics, curated, queries
 from src.aggregator.curated import Compaction, CompactionFailed
 from src.aggregator.sources import S3Bucket, SourceUnreadable, list_s3_hour
 from src.common.files import write_atomically
@@ -133,9 +133,11 @@ class HourAggregate:
     vehicles: dict[str, VehicleStats] = field(default_factory=dict)
     quality: Quality = field(default_factory=Quality)
     input: Input = field(default_factory=Input)
+    analytics: dict[str, Any] | None = None  # the "analytics" block (src.aggregator.analytics); None: not computed
 
     def to_document(self) -> dict[str, Any]:
-        """The seed's aggregated schema (4.3), vehicles sorted by id, plus ``quality``."""
+        """The seed's aggregated schema (4.3), vehicles sorted by id, plus ``quality`` and, when computed,
+        ``analytics`` (:func:`src.aggregator.analytics.document`)."""
         end = self.hour + timedelta(hours=1)
         return {
             "aggregation_timestamp": format_timestamp(end),
@@ -145,14 +147,25 @@ class HourAggregate:
             },
             "vehicles": [self.vehicles[vid].as_dict(vid) for vid in sorted(self.vehicles)],
             "quality": self.quality.as_dict(),
-        }
+        } | ({} if self.analytics is None else {"analytics": self.analytics})
+
+
+def analytics_thresholds(settings: AggregatorSettings) -> analytics.Thresholds | None:
+    """The battery analytics' thresholds, or None when ``ANALYTICS_ENABLED`` is false."""
+    return analytics.Thresholds.from_settings(settings) if settings.analytics_enabled else None
 
 
 def curate_and_aggregate(
-    raw_dir: Path, curated_dir: Path, aggregated_dir: Path, hour: datetime, memory_limit_mb: int
+    raw_dir: Path,
+    curated_dir: Path,
+    aggregated_dir: Path,
+    hour: datetime,
+    memory_limit_mb: int,
+    thresholds: analytics.Thresholds | None = None,
 ) -> tuple[Path, HourAggregate, Compaction]:
     """Compact the hour's raw files into its curated Parquet, roll that up, write the aggregate.
 
+    ``thresholds``: the battery analytics' (None: no analytics block).
     Raises :class:`CompactionFailed` (nothing written) if the hour cannot be read completely.
     """
     started = time.perf_counter()
@@ -161,7 +174,7 @@ def curate_and_aggregate(
         result = HourAggregate(hour, quality=compaction_quality(compaction))
         result.input = _local_input(raw_dir, hour, compaction)
         if compaction.path is not None:
-            roll_up_curated(connection, [compaction.path], result)
+            roll_up_curated(connection, [compaction.path], result, thresholds)
     result.input.seconds = time.perf_counter() - started
     return write_aggregate(result, aggregated_dir), result, compaction
 
@@ -179,6 +192,7 @@ def aggregate_from_s3(
     started = time.perf_counter()
     curated_key = s3_curated_prefix(hour) + curated.PARQUET_NAME
     memory = settings.duckdb_memory_limit_mb
+    thresholds = analytics_thresholds(settings)
     with (
         curated.connect(settings.curated_dir, memory, S3_THREADS) as connection,
         s3_files.registered(connection, settings) as files,
@@ -188,7 +202,7 @@ def aggregate_from_s3(
             result = HourAggregate(hour, quality=compaction_quality(_s3_manifest(bucket, hour)))
             result.input = Input("s3", bucket.url(curated_key), 1, 1, 0)
             try:
-                roll_up_curated(connection, files.paths(bucket.name, [curated_key]), result)
+                roll_up_curated(connection, files.paths(bucket.name, [curated_key]), result, thresholds)
             except duckdb.Error as exc:
                 raise SourceUnreadable(f"{bucket.url(curated_key)}: {exc}") from None
         else:
@@ -197,7 +211,7 @@ def aggregate_from_s3(
             listed, stored = len(compaction.raw_files), sum(compaction.raw_files.values())
             result.input = Input("s3", bucket.url(s3_hour_prefix(hour)), listed, listed, stored)
             if compaction.path is not None:
-                roll_up_curated(connection, [compaction.path], result)
+                roll_up_curated(connection, [compaction.path], result, thresholds)
     result.input.seconds = time.perf_counter() - started
     return write_aggregate(result, settings.aggregated_dir), result, compaction
 
@@ -287,9 +301,17 @@ def compaction_quality(compaction: Compaction) -> Quality:
     )
 
 
-def roll_up_curated(connection: duckdb.DuckDBPyConnection, files: Sequence[Path | str], result: HourAggregate) -> None:
-    """Per-vehicle statistics of curated ``files`` (:data:`queries.ROLLUP`) into ``result``."""
+def roll_up_curated(
+    connection: duckdb.DuckDBPyConnection,
+    files: Sequence[Path | str],
+    result: HourAggregate,
+    thresholds: analytics.Thresholds | None = None,
+) -> None:
+    """Per-vehicle statistics of curated ``files`` (:data:`queries.ROLLUP`) into ``result``, and with
+    ``thresholds`` their battery analytics (:mod:`src.aggregator.analytics`), over the same connection and files."""
     _fill(result, connection.execute(queries.ROLLUP, [[str(f) for f in files]]).fetchall())
+    if thresholds is not None:
+        result.analytics = analytics.document(analytics.run_duckdb(connection, files, thresholds), thresholds)
 
 
 def render(document: dict[str, Any]) -> bytes:
@@ -414,7 +436,12 @@ def run_hour(settings: AggregatorSettings, bucket: S3Bucket | None, hour: dateti
             path, result, compaction = curate_and_aggregate_spark(settings, hour)
         else:
             path, result, compaction = curate_and_aggregate(
-                settings.raw_dir, settings.curated_dir, settings.aggregated_dir, hour, settings.duckdb_memory_limit_mb
+                settings.raw_dir,
+                settings.curated_dir,
+                settings.aggregated_dir,
+                hour,
+                settings.duckdb_memory_limit_mb,
+                analytics_thresholds(settings),
             )
     except (SourceUnreadable, CompactionFailed) as exc:
         print(f"error: hour {hour_label(hour)} not aggregated, nothing written: {exc}", file=sys.stderr)

@@ -155,13 +155,58 @@ class ConsumerSettings(QueueSettings):
 
 
 class AggregatorSettings(CommonSettings):
-    """The hourly job: how much memory its SQL engine may take before it spills to disk."""
+    """The hourly job: how much memory its SQL engine may take before it spills to disk, and the
+    thresholds of its battery analytics (``ANALYTICS_*``)."""
 
     duckdb_memory_limit_mb: int = Field(
         512, ge=64, description="DuckDB's memory limit; beyond it, work spills under DATA_DIR/curated/_spill"
     )
     spark_master: Annotated[str | None, Unset] = Field(
         None, description="--engine spark: the cluster's master URL; unset means spark-submit's master, or local[*]"
+    )
+
+    # Battery analytics (src/aggregator/analytics.py): every default and its source is in docs/battery-analytics.md.
+    analytics_enabled: bool = Field(True, description="Add the per-vehicle analytics block to the hourly aggregate")
+    analytics_gap_s: float = Field(
+        5.0, gt=0, description="Readings further apart than this are a gap: never bridged (25 x 200 ms, 5 x 1 s)"
+    )
+    analytics_rest_current_a: float = Field(
+        0.5, ge=0, description="|current| at or below this is rest; above it, charging (+) or discharging (-)"
+    )
+    analytics_rest_min_s: float = Field(
+        300.0, ge=0, description="At rest this long (no gap) before a reading counts for the at-rest cell spread"
+    )
+    analytics_temp_warning_c: float = Field(45.0, description="cell_temp_max above this: minutes above warning")
+    analytics_temp_critical_c: float = Field(60.0, description="cell_temp_max above this: minutes above critical")
+    analytics_session_merge_s: float = Field(
+        60.0, gt=0, description="Charging readings at most this far apart, with no discharge between, are one session"
+    )
+    analytics_session_min_s: float = Field(
+        120.0, ge=0, description="A charging session lasts at least this long (regenerative braking does not)"
+    )
+    analytics_step_current_a: float = Field(
+        20.0, gt=0, description="Resistance: |ΔI| between consecutive readings of at least this is a current step"
+    )
+    analytics_step_max_dt_s: float = Field(
+        1.5, gt=0, description="Resistance: a step's two readings at most this far apart (one sampling period)"
+    )
+    analytics_step_min_soc_pct: float = Field(
+        30.0, ge=0, le=100, description="Resistance: steps below this SOC are left out (resistance rises near empty)"
+    )
+    analytics_min_steps: int = Field(10, ge=1, description="Resistance: fewer steps than this give no estimate")
+    analytics_activation_energy_j_per_mol: float = Field(
+        28_000.0, ge=0, description="Resistance: Arrhenius activation energy normalising each step to 25 °C"
+    )
+    analytics_rc_ratio: float = Field(
+        0.6, ge=0, description="Resistance: R1/R0 of the diffusion RC pair whose charging within a step is removed"
+    )
+    analytics_rc_tau_s: float = Field(40.0, gt=0, description="Resistance: time constant of that RC pair (s)")
+    analytics_capacity_min_swing_pct: float = Field(
+        20.0, gt=0, le=100, description="Capacity: the SOC swing (points, without a gap) an estimate needs"
+    )
+    analytics_cells_in_series: int = Field(96, ge=1, description="Cells in series: pack voltage vs its cells")
+    analytics_pack_voltage_tolerance_v: float = Field(
+        0.1, ge=0, description="Pack voltage vs n x cell min/max: the DBC's rounding, 0.05 V + 96 x 0.5 mV, rounded up"
     )
 
 
