@@ -44,6 +44,7 @@ typecheck: $(BIN)/.test
 PYTEST_WORKERS ?= 2
 pytest: $(BIN)/.test
 	@command -v java >/dev/null 2>&1 || echo "make test: no Java here (Debian: openjdk-17-jre-headless), so the Spark engine's tests are skipped"
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || echo "make test: no Chromium here (Debian: chromium chromium-driver), so the dashboard's browser tests are skipped"
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not serial" --cov-report= --cov-fail-under=0
 	$(BIN)/python -m pytest -m serial --cov-append
 

@@ -222,3 +222,35 @@ class GeneratorSettings(CommonSettings):
             return None
         keys = [key.strip() for key in self.api_key.get_secret_value().split(",") if key.strip()]
         return keys[0] if keys else None
+
+
+class DashboardSettings(CommonSettings):
+    """The read-only dashboard (``src/dashboard``): what it scrapes, how often, and its optional token.
+
+    It reads the queue's attributes (``SQS_QUEUE_URL``/``SQS_QUEUE_NAME``) and this hour's
+    batch files under ``DATA_DIR``; nothing it shows comes from a secret.
+    """
+
+    dashboard_token: Annotated[SecretStr | None, Unset] = Field(
+        None, description="When set, every page and API call needs it (?token= once, then a cookie, or a header)"
+    )
+    receiver_url: str = Field("http://127.0.0.1:8000", description="The receiver; its /metrics is scraped")
+    receiver_metrics_url: Annotated[str | None, Unset] = Field(
+        None, description="The receiver's Prometheus text; RECEIVER_URL + /metrics if unset"
+    )
+    consumer_metrics_urls: str = Field(
+        "http://127.0.0.1:9102/metrics", description="Each consumer's /metrics (METRICS_PORT), comma-separated"
+    )
+    dashboard_refresh_s: float = Field(2.0, ge=0.2, le=60, description="Seconds between scrapes and page refreshes")
+    dashboard_window_s: float = Field(
+        300.0, ge=10, le=3_600, description="Span of the charts and of the latency percentiles (kept in memory)"
+    )
+    dashboard_scrape_timeout_s: float = Field(2.0, gt=0, le=30, description="Bound on one scrape or SQS call")
+
+    @property
+    def receiver_metrics(self) -> str:
+        return self.receiver_metrics_url or f"{self.receiver_url.rstrip('/')}/metrics"
+
+    @property
+    def consumer_metrics(self) -> tuple[str, ...]:
+        return tuple(url.strip() for url in self.consumer_metrics_urls.split(",") if url.strip())

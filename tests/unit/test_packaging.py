@@ -91,6 +91,7 @@ ALLOWED_IMPORTS = {
     "ops": {"common"},
     "embedded": {"common", "ops"},
     "loadtest": {"common", "embedded"},
+    "dashboard": {"common"},
 }
 """Which subpackages each may import: services speak only ``common``; tools build on services' commands."""
 
