@@ -49,6 +49,11 @@ GAS_CONSTANT = 8.314  # J/(mol K)
 KELVIN = 273.15
 REFERENCE_TEMP_C = 25.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+COOLANT_ON_C = 30.0
+"""The module temperature above which an i3-like pack's coolant runs (driving or charging): the temperature
+spread of readings this warm, with current flowing, is where a module with degraded cooling shows."""
+GROWTH_MIN_STRETCH_S = 600.0
+"""A rest stretch (at rest for ``rest_min_s`` already) counts for the at-rest spread's growth from this long on."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,7 @@ SELECT
     lag(v) OVER w AS p_v,
     lag(i) OVER w AS p_i,
     lag(temp_min + temp_max) OVER w AS p_temp2,
+    lag(cv_min) OVER w AS p_cv_min,
     sum(CASE WHEN bridged THEN 0 ELSE 1 END) OVER r AS segment,
     sum(CASE WHEN bridged THEN i * dt ELSE 0.0 END) OVER r / 3600.0 AS ah_cum,
     max(CASE WHEN state <> 0 OR NOT bridged THEN us END) OVER r AS rest_from_us,
@@ -208,7 +214,9 @@ WITH marked AS (
         CASE WHEN NOT a.dup THEN a.temp_max - a.temp_min END AS spread_c,
         CASE WHEN NOT a.dup AND a.state = 0 AND a.us - a.rest_from_us >= {rest_min_us}
              THEN (a.cv_max - a.cv_min) * 1000.0 END AS rest_spread_mv,
-        CASE WHEN NOT a.dup THEN greatest({n} * a.cv_min - a.v, a.v - {n} * a.cv_max) END AS outside_v
+        CASE WHEN NOT a.dup THEN greatest({n} * a.cv_min - a.v, a.v - {n} * a.cv_max) END AS outside_v,
+        CASE WHEN NOT a.dup AND a.state <> 0 AND a.temp_max >= {_num(COOLANT_ON_C)}
+             THEN a.temp_max - a.temp_min END AS cooled_spread_c
     FROM {SAMPLES_TABLE} a
     LEFT JOIN {SESSIONS_TABLE} s ON a.vehicle_id = s.vehicle_id AND a.us BETWEEN s.start_us AND s.end_us
 )
@@ -240,7 +248,12 @@ SELECT
     sum(CASE WHEN temp_max > {_num(th.temp_warning_c)} THEN w_dt END) / 60.0 AS minutes_above_warning,
     sum(CASE WHEN temp_max > {_num(th.temp_critical_c)} THEN w_dt END) / 60.0 AS minutes_above_critical,
     {_count(f"outside_v > {tol}")} AS readings_outside,
-    max(outside_v) AS max_outside_v
+    max(outside_v) AS max_outside_v,
+    min(CASE WHEN outside_v > {tol} THEN us END) AS first_outside_us,
+    min(CASE WHEN NOT dup AND temp_max > {_num(th.temp_warning_c)} THEN us END) AS first_warning_us,
+    min(CASE WHEN NOT dup AND temp_max > {_num(th.temp_critical_c)} THEN us END) AS first_critical_us,
+    count(cooled_spread_c) AS cooled_readings,
+    {_p(0.95, "cooled_spread_c")} AS cooled_p95, max(cooled_spread_c) AS cooled_max
 FROM marked
 GROUP BY vehicle_id
 """
@@ -271,9 +284,11 @@ def resistance_sql(th: Thresholds) -> str:
     ea_over_r = _num(th.activation_energy_j_per_mol / GAS_CONSTANT)
     step = f"NOT dup AND bridged AND dt <= {_num(th.step_max_dt_s)} AND abs(i - p_i) >= {_num(th.step_current_a)}"
     used = f"step AND least(soc, p_soc) >= {_num(th.step_min_soc_pct)}"
+    sag = f"{used} AND i <= 0 AND p_i <= 0 AND v <> p_v"
     return f"""
 WITH steps AS (
-    SELECT vehicle_id, soc, p_soc, {step} AS step,
+    SELECT vehicle_id, soc, p_soc, {step} AS step, i, p_i, v, p_v,
+        CASE WHEN {step} AND v <> p_v THEN (cv_min - p_cv_min) * {_num(th.cells_in_series)} / (v - p_v) END AS sag,
         CASE WHEN {step} THEN
             (v - p_v) / (i - p_i) * 1000.0
             / exp({ea_over_r} * (1.0 / ((temp_min + temp_max + p_temp2) / 4.0 + {_num(KELVIN)})
@@ -283,7 +298,8 @@ WITH steps AS (
     FROM {SAMPLES_TABLE}
 )
 SELECT vehicle_id, {_count("step")} AS steps_seen, {_count(used)} AS steps,
-    {_p(0.5, f"CASE WHEN {used} THEN r25_mohm END")} AS mohm_25c
+    {_p(0.5, f"CASE WHEN {used} THEN r25_mohm END")} AS mohm_25c,
+    {_count(sag)} AS sag_steps, {_p(0.5, f"CASE WHEN {sag} THEN sag END")} AS sag_ratio
 FROM steps
 GROUP BY vehicle_id
 """
@@ -330,6 +346,36 @@ GROUP BY vehicle_id
 """
 
 
+def rest_growth_sql(th: Thresholds) -> str:
+    """One row per vehicle: how fast the at-rest cell-voltage spread grows within rest stretches (mV/h).
+
+    A rest stretch: the readings at rest (as for ``at_rest``) since the same last non-rest reading or gap
+    (``rest_from_us``), spanning at least :data:`GROWTH_MIN_STRETCH_S`. Each stretch's least-squares slope
+    of the spread against time; the vehicle's figure is their mean weighted by each stretch's span. A
+    healthy pack's spread is flat at rest (no balancing in the simulator; balancing would pull it down);
+    a self-discharging cell that is the lowest pulls it up by millivolts an hour. Between stretches the
+    spread moves with the SOC (the OCV curve's slope), so stretches are never compared with each other."""
+    rest_min_us = _num(th.rest_min_s * 1e6)
+    return f"""
+WITH rest AS (
+    SELECT vehicle_id, rest_from_us, us, (cv_max - cv_min) * 1000.0 AS mv
+    FROM {SAMPLES_TABLE}
+    WHERE NOT dup AND state = 0 AND us - rest_from_us >= {rest_min_us}
+),
+stretches AS (
+    SELECT vehicle_id, rest_from_us, min(us) AS first_us, (max(us) - min(us)) / 1000000.0 AS span_s,
+        regr_slope(mv, us / 1000000.0) * 3600.0 AS slope
+    FROM rest
+    GROUP BY vehicle_id, rest_from_us
+    HAVING max(us) - min(us) >= {_num(GROWTH_MIN_STRETCH_S * 1e6)}
+)
+SELECT vehicle_id, count(*) AS stretches, sum(span_s) AS rest_s, sum(slope * span_s) / sum(span_s) AS mv_per_h,
+    max(slope) AS max_mv_per_h, min(first_us) AS first_us
+FROM stretches
+GROUP BY vehicle_id
+"""
+
+
 # --- Running it ----------------------------------------------------------------------------------
 
 
@@ -341,6 +387,7 @@ class Rows:
     sessions: list[dict[str, Any]]
     resistance: list[dict[str, Any]]
     capacity: list[dict[str, Any]]
+    rest_growth: list[dict[str, Any]] | None = None
 
 
 def run_duckdb(
@@ -350,7 +397,7 @@ def run_duckdb(
     connection.execute(samples_sql(DUCKDB, "read_parquet(?)", th), [[str(f) for f in files]])
     try:
         connection.execute(sessions_sql(DUCKDB, th))
-        queries = (vehicles_sql(th), session_details_sql(), resistance_sql(th), capacity_sql())
+        queries = (vehicles_sql(th), session_details_sql(), resistance_sql(th), capacity_sql(), rest_growth_sql(th))
         rows = Rows(*(_dicts(connection.execute(query)) for query in queries))
     finally:
         for table in (SESSIONS_TABLE, SAMPLES_TABLE):
@@ -392,6 +439,7 @@ def assemble(rows: Rows, th: Thresholds) -> dict[str, dict[str, Any]]:
         sessions.setdefault(row["vehicle_id"], []).append(row)
     resistance = _by_vehicle(rows.resistance)
     capacity = _by_vehicle(rows.capacity)
+    growth = _by_vehicle(rows.rest_growth or [])
     return {
         row["vehicle_id"]: _block(
             row,
@@ -400,7 +448,52 @@ def assemble(rows: Rows, th: Thresholds) -> dict[str, dict[str, Any]]:
             capacity.get(row["vehicle_id"]),
             th,
         )
+        | _health_signs(row, resistance.get(row["vehicle_id"]), growth.get(row["vehicle_id"]), th)
         for row in rows.vehicles
+    }
+
+
+def _health_signs(
+    row: Mapping[str, Any], resistance: Mapping[str, Any] | None, growth: Mapping[str, Any] | None, th: Thresholds
+) -> dict[str, Any]:
+    """The figures the daily fleet-health alerts read (src/aggregator/fleet_health.py), added after the rest."""
+    sag_steps = 0 if resistance is None else int(resistance["sag_steps"] or 0)
+    sag_reason = None
+    if sag_steps < th.min_steps:
+        sag_reason = (
+            f"{sag_steps} discharge-side current step(s) at or above {th.step_min_soc_pct:g} % SOC; "
+            f"at least {th.min_steps} needed"
+        )
+    cooled = int(row["cooled_readings"])
+    return {
+        "weakest_cell": {
+            "sag_ratio": None if sag_reason or resistance is None else _round(resistance["sag_ratio"], 3),
+            "steps": sag_steps,
+            "reason": sag_reason,
+        },
+        "rest_spread_growth": {
+            "mv_per_h": None if growth is None else _round(growth["mv_per_h"], 3),
+            "max_mv_per_h": None if growth is None else _round(growth["max_mv_per_h"], 3),
+            "stretches": 0 if growth is None else int(growth["stretches"]),
+            "rest_s": 0.0 if growth is None else _round(growth["rest_s"], 3),
+            "first": None if growth is None else _instant(growth["first_us"]),
+            "reason": None
+            if growth is not None
+            else f"no rest stretch of {GROWTH_MIN_STRETCH_S:g} s (after {th.rest_min_s:g} s at rest) without a gap",
+        },
+        "cooled_temp_spread_c": {
+            "readings": cooled,
+            "p95": _round(row["cooled_p95"], 3),
+            "max": _round(row["cooled_max"], 3),
+            "reason": None
+            if cooled
+            else f"no reading with current flowing and cell_temp_max at or above {COOLANT_ON_C:g} °C",
+        },
+        "first_seen": {
+            "pack_voltage_outside": _instant(row["first_outside_us"]),
+            "above_warning": _instant(row["first_warning_us"]),
+            "above_critical": _instant(row["first_critical_us"]),
+        },
     }
 
 

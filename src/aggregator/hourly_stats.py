@@ -333,19 +333,22 @@ class UploadFailed(RuntimeError):
 
 def upload_aggregate(bucket: S3Bucket, path: Path, hour: datetime) -> str:
     """Put the written aggregate at ``aggregated/…`` in ``bucket``; its URL. Raises :class:`UploadFailed`."""
-    return _put(bucket, path, s3_aggregated_key(hour), "application/json")
+    return put_file(bucket, path, s3_aggregated_key(hour), "application/json")
 
 
 def upload_curated(bucket: S3Bucket, hour_dir: Path, hour: datetime) -> list[str]:
     """Put the curated hour at ``curated/<hive path>/`` in ``bucket``, the Parquet before its manifest; their URLs."""
     prefix = s3_curated_prefix(hour)
     return [
-        _put(bucket, hour_dir / curated.PARQUET_NAME, prefix + curated.PARQUET_NAME, "application/vnd.apache.parquet"),
-        _put(bucket, hour_dir / curated.MANIFEST_NAME, prefix + curated.MANIFEST_NAME, "application/json"),
+        put_file(bucket, hour_dir / curated.PARQUET_NAME, prefix + curated.PARQUET_NAME, PARQUET_MEDIA_TYPE),
+        put_file(bucket, hour_dir / curated.MANIFEST_NAME, prefix + curated.MANIFEST_NAME, "application/json"),
     ]
 
 
-def _put(bucket: S3Bucket, path: Path, key: str, content_type: str) -> str:
+PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
+
+
+def put_file(bucket: S3Bucket, path: Path, key: str, content_type: str) -> str:
     """Put exactly ``path``'s bytes at ``key``, verified by S3 (Content-MD5); its URL.
 
     Raises :class:`UploadFailed` if S3 refuses it or cannot be reached (after botocore's retries).

@@ -209,6 +209,40 @@ class AggregatorSettings(CommonSettings):
         0.1, ge=0, description="Pack voltage vs n x cell min/max: the DBC's rounding, 0.05 V + 96 x 0.5 mV, rounded up"
     )
 
+    # Daily fleet health (src/aggregator/fleet_health.py): defaults and sources in docs/battery-analytics.md.
+    fleet_registry: Annotated[Path | None, Unset] = Field(
+        None, description='JSON {"<vehicle_id>": {"nominal_capacity_ah": N}}; unset: nominal inferred (60/94/120 Ah)'
+    )
+    alert_imbalance_mv: float = Field(
+        50.0, gt=0, description="cell_imbalance: at-rest cell spread (median of the day's rest hours) above this"
+    )
+    alert_imbalance_critical_mv: float = Field(100.0, gt=0, description="cell_imbalance: critical above this")
+    alert_self_discharge_mv_per_h: float = Field(
+        2.0, gt=0, description="self_discharge: at-rest cell spread growing this fast within a rest stretch"
+    )
+    alert_self_discharge_min_rest_s: float = Field(
+        900.0, ge=0, description="self_discharge: rest (in stretches of 600 s or more) an hour needs to count"
+    )
+    alert_weak_cell_sag_ratio: float = Field(
+        1.6, gt=1, description="weak_cell: the lowest cell's ΔV/ΔI over the average cell's, on discharge steps"
+    )
+    alert_weak_cell_critical_ratio: float = Field(2.5, gt=1, description="weak_cell: critical at or above this")
+    alert_cooling_spread_c: float = Field(
+        6.0, gt=0, description="cooling_fault: cell temperature spread (P95, current flowing, >= 30 °C) above this"
+    )
+    alert_cooling_peer_margin_c: float = Field(
+        3.0, ge=0, description="cooling_fault: ... and this far above the fleet's median of the same figure"
+    )
+    alert_cooling_min_readings: int = Field(
+        300, ge=1, description="cooling_fault: readings in the hour with current flowing at >= 30 °C it needs"
+    )
+    alert_sensor_fraction: float = Field(
+        0.01, gt=0, le=1, description="sensor_inconsistency: share of an hour's readings outside the cells' range"
+    )
+    alert_over_temperature_minutes: float = Field(
+        1.0, ge=0, description="over_temperature: minutes above ANALYTICS_TEMP_WARNING_C (critical: any above CRITICAL)"
+    )
+
 
 class GeneratorSettings(CommonSettings):
     """The simulator: where to send and with which key."""
