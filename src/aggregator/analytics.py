@@ -40,6 +40,7 @@ from src.common.schema import format_timestamp
 
 if TYPE_CHECKING:
     import duckdb
+    from pyspark.sql import SparkSession  # type: ignore[import-not-found, unused-ignore]
 
     from src.common.settings import AggregatorSettings
 
@@ -402,6 +403,20 @@ def run_duckdb(
     finally:
         for table in (SESSIONS_TABLE, SAMPLES_TABLE):
             connection.execute(DUCKDB.drop.format(name=table))
+    return assemble(rows, th)
+
+
+def run_spark(spark: SparkSession, view: str, th: Thresholds) -> dict[str, dict[str, Any]]:
+    """The analytics block of every vehicle in the curated rows of Spark's temporary ``view`` (Spark)."""
+    spark.sql(samples_sql(SPARK, view, th))
+    try:
+        spark.sql(sessions_sql(SPARK, th))
+        queries = (vehicles_sql(th), session_details_sql(), resistance_sql(th), capacity_sql(), rest_growth_sql(th))
+        rows = Rows(*([row.asDict() for row in spark.sql(query).collect()] for query in queries))
+    finally:
+        for table in (SESSIONS_TABLE, SAMPLES_TABLE):
+            spark.sql(SPARK.drop.format(name=table))
+            spark.catalog.dropTempView(table)  # uncaching keeps the view: a second run could not create it
     return assemble(rows, th)
 
 

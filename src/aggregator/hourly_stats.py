@@ -263,7 +263,11 @@ def curate_and_aggregate_spark(settings: AggregatorSettings, hour: datetime) -> 
     result = HourAggregate(hour, quality=compaction_quality(compaction))
     result.input = _local_input(settings.raw_dir, hour, compaction)
     if compaction.path is not None:
-        _fill(result, spark.roll_up_spark(session, [compaction.path]))
+        thresholds = analytics_thresholds(settings)
+        rollup, blocks = spark.roll_up_spark(session, [compaction.path], thresholds)
+        _fill(result, rollup)
+        if thresholds is not None and blocks is not None:
+            result.analytics = analytics.document(blocks, thresholds)
     result.input.seconds = time.perf_counter() - started
     return write_aggregate(result, settings.aggregated_dir), result, compaction
 

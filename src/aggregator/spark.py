@@ -29,11 +29,12 @@ import shutil
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pyspark.errors import PySparkException  # type: ignore[import-not-found, unused-ignore]  # pyspark: optional
 from pyspark.sql import DataFrame, SparkSession  # type: ignore[import-not-found, unused-ignore]
 
-from src.aggregator import queries
+from src.aggregator import analytics, queries
 from src.aggregator.curated import (
     MAX_LOGGED_SKIPS,
     SPARK_WRITE_DIR_PREFIX,
@@ -202,13 +203,18 @@ def compact_files_spark(
     return published(result, target, len(files), "Spark")
 
 
-def roll_up_spark(spark: SparkSession, files: Sequence[Path]) -> list[tuple[object, ...]]:
-    """Per-vehicle statistics of curated ``files``: rows shaped as :data:`queries.ROLLUP`'s, by vehicle id."""
+def roll_up_spark(
+    spark: SparkSession, files: Sequence[Path], thresholds: analytics.Thresholds | None = None
+) -> tuple[list[tuple[object, ...]], dict[str, dict[str, Any]] | None]:
+    """Per-vehicle statistics of curated ``files`` (rows shaped as :data:`queries.ROLLUP`'s, by vehicle
+    id) and, with ``thresholds``, their battery analytics by vehicle id (:func:`analytics.run_spark`)."""
     if not files:
-        return []
+        return [], None
     spark.read.parquet(*(spark_path(path) for path in files)).createOrReplaceTempView("curated_files")
     try:
-        return [tuple(row) for row in spark.sql(ROLLUP).collect()]
+        rollup = [tuple(row) for row in spark.sql(ROLLUP).collect()]
+        blocks = None if thresholds is None else analytics.run_spark(spark, "curated_files", thresholds)
+        return rollup, blocks
     finally:
         spark.catalog.dropTempView("curated_files")
 

@@ -135,7 +135,8 @@ def test_spark_rolls_up_as_duckdb_does(spark: SparkSession) -> None:
     files = [by_spark.path for _, by_spark in hours if by_spark.path is not None]
     with duckdb.connect() as connection:
         expected = connection.execute(queries.ROLLUP, [[str(path) for path in files]]).fetchall()
-    actual = engine.roll_up_spark(spark, files)
+    actual, blocks = engine.roll_up_spark(spark, files)
+    assert blocks is None  # no thresholds, no analytics
     assert (
         [row[:2] for row in actual]
         == [row[:2] for row in expected]
@@ -145,7 +146,7 @@ def test_spark_rolls_up_as_duckdb_does(spark: SparkSession) -> None:
         for index in range(2, len(want), 3):  # min, max, mean of each signal
             assert got[index : index + 2] == want[index : index + 2]
             assert math.isclose(got[index + 2], want[index + 2], rel_tol=1e-9, abs_tol=0.0)
-    assert engine.roll_up_spark(spark, []) == []
+    assert engine.roll_up_spark(spark, []) == ([], None)
 
 
 def test_a_failed_spark_compaction_keeps_the_previous_hour(
@@ -220,8 +221,39 @@ def test_the_hourly_job_on_spark_writes_the_aggregate_duckdb_writes(
         for signal in SIGNALS:
             assert (ours[signal]["min"], ours[signal]["max"]) == (theirs[signal]["min"], theirs[signal]["max"])
             assert ours[signal]["avg"] == pytest.approx(theirs[signal]["avg"], rel=1e-9, abs=1e-6)
+    assert "analytics" in on_spark and close(on_spark["analytics"], duck["analytics"]) == []
     assert "readings.parquet" in capsys.readouterr().out
 
 
 def curated_path() -> Path:
     return AggregatorSettings().curated_dir / "year=2025/month=10/day=19/hour=17" / curated.PARQUET_NAME
+
+
+def close(ours: object, theirs: object, where: str = "") -> list[str]:
+    """Where two analytics blocks differ: every key and count exactly, every float to 1e-9 (relative or absolute)."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        if set(ours) != set(theirs):
+            return [f"{where}: keys {sorted(set(ours) ^ set(theirs))}"]
+        return [d for key in ours for d in close(ours[key], theirs[key], f"{where}.{key}")]
+    if isinstance(ours, list) and isinstance(theirs, list):
+        if len(ours) != len(theirs):
+            return [f"{where}: {len(ours)} != {len(theirs)} items"]
+        return [d for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) for d in close(a, b, f"{where}[{i}]")]
+    if isinstance(ours, float) and isinstance(theirs, float):
+        return [] if math.isclose(ours, theirs, rel_tol=1e-9, abs_tol=1e-9) else [f"{where}: {ours} != {theirs}"]
+    return [] if ours == theirs else [f"{where}: {ours!r} != {theirs!r}"]
+
+
+@pytest.mark.parametrize("rate_ms", [200, 1000])
+def test_spark_computes_the_battery_analytics_duckdb_computes(
+    spark: SparkSession, tmp_path: Path, rate_ms: int
+) -> None:
+    """A simulated hour's analytics (sessions, steps, swings, gaps, spreads) on Spark equal DuckDB's."""
+    from tests.unit.test_aggregator_analytics import TH, simulate
+
+    duck = simulate(tmp_path, rate_ms, 900.0, n=4)  # DuckDB's blocks, by vehicle; the curated file stays
+    files = sorted((tmp_path / "curated").rglob(curated.PARQUET_NAME))
+    _, on_spark = engine.roll_up_spark(spark, files, TH)
+    assert on_spark is not None and set(on_spark) == set(duck.blocks)
+    assert [d for vid in duck.blocks for d in close(on_spark[vid], duck.blocks[vid], vid)] == []
+    assert any(block["resistance"]["steps"] for block in duck.blocks.values())  # steps were compared, not only nulls
