@@ -4,8 +4,18 @@ Starts moto's server on 127.0.0.1:4566, creates the queues and the bucket (S3_BU
 ``telemetry-dev`` by default), starts the receiver on port 8000 and the consumer, runs
 the simulator, waits until every accepted reading is on disk and every batch file in
 S3, runs the hourly job for every hour the readings touched (curated Parquet and the
-aggregate, local and in S3), prints a summary with a DuckDB query over the curated hours
-and stops everything it started. Data goes to DATA_DIR (``data`` by default), logs to ``DATA_DIR/logs``.
+aggregate, local and in S3) and the daily fleet-health job for every UTC day they touched
+(two near midnight), prints a summary with the faulty vehicle's alert and a DuckDB query over
+the curated hours, and stops everything it started. Data goes to DATA_DIR (``data`` by
+default), logs to ``DATA_DIR/logs``.
+
+The fleet is aged (``--aging``) and one vehicle has a fault from its first reading
+(``--faults 1 --faults-at-start 1 --fault-kinds KIND``, ``--fault-kind`` here). The default
+kind is ``sensor_bias``: the daily job's ``sensor_inconsistency`` alert needs only readings
+whose pack voltage lies outside the cells' range, so it shows from the first reading. The
+other kinds need what a one-minute drive does not give (docs/battery-analytics.md): a weak
+cell ten discharge-side current steps above 30 % SOC, self-discharge a long rest, a cooling
+fault the heat of sustained load.
 """
 
 from __future__ import annotations
@@ -16,8 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import orjson
@@ -46,10 +58,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--receiver-port", type=int, default=8000)
     parser.add_argument("--data-dir", type=Path, help="default: DATA_DIR")
     parser.add_argument("--persist-timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--fault-kind", choices=sorted(ALERT_OF), default="sensor_bias", help="the faulty vehicle's fault (module doc)"
+    )
     return parser.parse_args(argv)
 
 
 DEFAULT_BUCKET = "telemetry-dev"
+ALERT_OF = {
+    "sensor_bias": "sensor_inconsistency",
+    "weak_cell": "weak_cell",
+    "self_discharge": "self_discharge",
+    "cooling": "cooling_fault",
+}
+"""The simulator's fault kinds and the daily job's alert kind for each (docs/battery-analytics.md)."""
+WHY = {"sensor_bias": "a biased pack-voltage sensor, visible from the first reading"}
 DEMO_QUERY = """SELECT vehicle_id, count(*) AS readings, round(min(battery_soc), 1) AS soc_min,
        round(max(battery_soc), 1) AS soc_max, round(max(cell_temp_max), 1) AS hottest_cell_c
 FROM read_parquet('{glob}', hive_partitioning = true)
@@ -60,15 +83,43 @@ def say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
-def run_simulator(stack: EmbeddedStack, args: argparse.Namespace, workdir: Path) -> tuple[dict[str, int], Path]:
+@dataclass(frozen=True)
+class Fault:
+    """The faulty vehicle, as the simulator's truth file gives it."""
+
+    vehicle_id: str
+    kind: str
+    start: str
+    details: dict[str, Any]
+
+
+def run_simulator(
+    stack: EmbeddedStack, args: argparse.Namespace, workdir: Path
+) -> tuple[dict[str, int], Path, list[Fault]]:
     accepted_log = workdir / "accepted.jsonl"
     report_path = workdir / "simulator.json"
+    truth_path = workdir / "truth.json"
     command = [sys.executable, "-m", "src.generator.simulator", "--vehicles", str(args.vehicles)]
     command += ["--duration", str(args.duration), "--url", stack.receiver_url]
     command += ["--accepted-log", str(accepted_log), "--report-json", str(report_path)]
+    command += ["--aging", "--faults", "1", "--faults-at-start", "1", "--fault-kinds", args.fault_kind]
+    command += ["--truth-json", str(truth_path)]
     say(f"simulating {args.vehicles} vehicles for {args.duration:g} s (one reading each per 200 ms)")
+    say(f"packs aged; one vehicle has a {args.fault_kind} fault from its first reading")
     subprocess.run(command, env=stack.env(), check=False)
-    return orjson.loads(report_path.read_bytes()), accepted_log
+    return orjson.loads(report_path.read_bytes()), accepted_log, read_faults(truth_path)
+
+
+def read_faults(truth_path: Path) -> list[Fault]:
+    """Every fault of the run's truth file (none if the simulator wrote none)."""
+    if not truth_path.exists():
+        return []
+    vehicles = orjson.loads(truth_path.read_bytes())["vehicles"]
+    return [
+        Fault(vid, f["kind"], f["start"], {k: v for k, v in f.items() if k not in ("kind", "start")})
+        for vid, entry in sorted(vehicles.items())
+        for f in entry["faults"]
+    ]
 
 
 def read_accepted(path: Path) -> dict[NaturalKey, float]:
@@ -89,6 +140,54 @@ def aggregate_hours(stack: EmbeddedStack, index: DiskIndex, keys: set[NaturalKey
         command = [sys.executable, "-m", "src.aggregator.hourly_stats", "--hour", hour_label(hour)]
         subprocess.run(command, env=stack.env(), check=True, stdout=subprocess.DEVNULL)
     return hours
+
+
+def daily_health(stack: EmbeddedStack, hours: list[datetime]) -> list[tuple[list[str], dict[str, Any]]]:
+    """Run the daily job, as cron would after midnight, for every UTC day of ``hours``: its output and document.
+
+    The output's lines are the local path, the S3 URI and the day's one-line summary.
+    """
+    found = []
+    for day in sorted({hour.date() for hour in hours}):
+        command = [sys.executable, "-m", "src.aggregator.fleet_health", "--day", day.isoformat()]
+        result = subprocess.run(command, env=stack.env(), check=True, capture_output=True, text=True)
+        lines = result.stdout.splitlines()
+        found.append((lines, orjson.loads(Path(lines[0]).read_bytes())))
+    return found
+
+
+def evidence_text(evidence: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in evidence.items())
+
+
+def print_health(faults: list[Fault], health: list[tuple[list[str], dict[str, Any]]]) -> list[str]:
+    """The fault, its alert and the other alerts next to the summary; the faults with no alert of their kind."""
+    alerts = [alert for _, document in health for alert in document["alerts"]]
+    unalerted = []
+    for fault in faults:
+        details = ", ".join(f"{key} {value}" for key, value in fault.details.items())
+        why = WHY.get(fault.kind, "")
+        print(
+            f"  fault      {fault.vehicle_id} {fault.kind} ({details}) from {fault.start}" + (f": {why}" if why else "")
+        )
+        mine = [alert for alert in alerts if alert["vehicle_id"] == fault.vehicle_id]
+        for alert in mine:
+            print(
+                f"  alert      {alert['vehicle_id']} {alert['kind']}  severity {alert['severity']}"
+                f"  first seen {alert['first_seen']}"
+            )
+            print(f"             evidence: {evidence_text(alert['evidence'])}")
+        if not any(alert["kind"] == ALERT_OF[fault.kind] for alert in mine):
+            print(f"  alert      {fault.vehicle_id}: no {ALERT_OF[fault.kind]} alert")
+            unalerted.append(fault.vehicle_id)
+    faulty = {fault.vehicle_id for fault in faults}
+    others = [f"{a['vehicle_id']} {a['kind']} ({a['severity']})" for a in alerts if a["vehicle_id"] not in faulty]
+    print(f"  other alerts  {', '.join(others) or 'none'}")
+    for lines, _ in health:
+        print(f"  fleet health  {lines[0]}")
+        for line in lines[1:-1]:
+            print(f"                {line}")
+    return unalerted
 
 
 def query_curated(curated_dir: Path) -> tuple[str, list[tuple[object, ...]]]:
@@ -133,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"data in {data_dir}, logs in {config.log_dir}")
         index = DiskIndex(data_dir / "raw")
         index.refresh()
-        sim, accepted_log = run_simulator(stack, args, Path(tmp))
+        sim, accepted_log, faults = run_simulator(stack, args, Path(tmp))
         accepted = read_accepted(accepted_log)
         missing = wait_persisted(index, set(accepted), args.persist_timeout)
         found = set(accepted) - missing
@@ -141,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         files = index.files_holding(found)
         not_uploaded = wait_uploaded(stack, files, args.persist_timeout)
         hours = aggregate_hours(stack, index, found, data_dir)
+        health = daily_health(stack, hours)
     print()
     print("Pipeline demo summary")
     print(f"  sent       {sim.get('sent', 0)}")
@@ -156,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"             s3://{config.s3_bucket}/{s3_curated_prefix(hour)}readings.parquet")
         print(f"  aggregate  {data_dir / 'aggregated' / aggregated_file_name(hour)}")
         print(f"             s3://{config.s3_bucket}/{s3_aggregated_key(hour)}")
+    unalerted = print_health(faults, health)
     if hours:
         sql, answer = query_curated(data_dir / "curated")
         print("\nQuery the curated hours with DuckDB (python -c, the duckdb CLI, or any SQL engine; docs/querying.md):")
@@ -171,6 +272,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if not_uploaded:
         print(f"FAILED: {len(not_uploaded)} batch files are not in S3", file=sys.stderr)
+        return 1
+    if unalerted or not faults:
+        print(
+            f"FAILED: the daily job raised no alert for the faulty vehicle {unalerted or 'of the truth'}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

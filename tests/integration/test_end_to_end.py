@@ -8,6 +8,7 @@ exactly what was sent.
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -128,6 +129,23 @@ def test_demo_runs_the_whole_pipeline_and_reports_nothing_lost(tmp_path: Path) -
     assert "s3://telemetry-dev/curated/year=" in result.stdout and "read_parquet(" in result.stdout
     curated = [p.name for p in (tmp_path / "data" / "curated").rglob("*.parquet")]
     assert curated and set(curated) == {"readings.parquet"}  # one per hour the demo touched
+    # One vehicle has a biased pack-voltage sensor from its first reading; the daily job alerts on it.
+    fault = re.search(r"^  fault      (veh-\d+) sensor_bias \(bias_v -?[\d.]+\) from (\S+Z): ", result.stdout, re.M)
+    assert fault, result.stdout
+    alert = re.search(
+        rf"^  alert      {fault[1]} sensor_inconsistency  severity (critical|warning)  first seen (\S+Z)\n"
+        r"             evidence: readings_outside \d+, fraction_outside [\d.]+, max_outside_v [\d.]+, hours \[",
+        result.stdout,
+        re.M,
+    )
+    assert alert, result.stdout
+    assert alert[2] == fault[2]  # first seen: the fault's first reading
+    assert "  other alerts  none" in result.stdout
+    health = re.search(r"^  fleet health  (\S+fleet-health-(\d{4}-\d\d-\d\d)\.json)$", result.stdout, re.M)
+    assert health and Path(health[1]).is_file(), result.stdout
+    assert f"s3://telemetry-dev/aggregated/fleet-health-{health[2]}.json" in result.stdout
+    document = orjson.loads(Path(health[1]).read_bytes())
+    assert [(a["vehicle_id"], a["kind"]) for a in document["alerts"]] == [(fault[1], "sensor_inconsistency")]
 
 
 def test_two_consumers_share_one_queue_and_data_dir_without_loss_or_collision(tmp_path: Path) -> None:
