@@ -408,27 +408,32 @@ def alerts_for(
             )
         )
 
-    growing = [
+    # Rest-weighted over the day, not hour by hour: a healthy pack's spread drifts a few mV/h in some
+    # rest stretches and back in others; a leaking cell keeps pulling it up (docs/battery-analytics.md).
+    rested = [
         h
         for h in hours
         if h.block["rest_spread_growth"]["mv_per_h"] is not None
         and h.block["rest_spread_growth"]["rest_s"] >= s.alert_self_discharge_min_rest_s
-        and h.block["rest_spread_growth"]["mv_per_h"] >= s.alert_self_discharge_mv_per_h
     ]
-    if growing:
-        rate = max(h.block["rest_spread_growth"]["mv_per_h"] for h in growing)
+    weights = [(h.block["rest_spread_growth"]["mv_per_h"], h.block["rest_spread_growth"]["rest_s"]) for h in rested]
+    rest_s = sum(w for _, w in weights)
+    day_rate = sum(rate * w for rate, w in weights) / rest_s if rest_s else None
+    if day_rate is not None and day_rate >= s.alert_self_discharge_mv_per_h:
+        growing = [h for h in rested if h.block["rest_spread_growth"]["mv_per_h"] >= s.alert_self_discharge_mv_per_h]
+        first = growing[0] if growing else rested[0]
         found.append(
             _alert(
                 vehicle_id,
                 "self_discharge",
-                growing[0].block["rest_spread_growth"]["first"] or _first(growing[0]),
-                "critical" if rate >= 3 * s.alert_self_discharge_mv_per_h else "warning",
+                first.block["rest_spread_growth"]["first"] or _first(first),
+                "critical" if day_rate >= 3 * s.alert_self_discharge_mv_per_h else "warning",
                 {
-                    "mv_per_h_max": rate,
+                    "mv_per_h_day": round(day_rate, 3),
                     "mv_per_h_by_hour": {
-                        h.start.strftime("%Y-%m-%dT%H"): h.block["rest_spread_growth"]["mv_per_h"] for h in growing
+                        h.start.strftime("%Y-%m-%dT%H"): h.block["rest_spread_growth"]["mv_per_h"] for h in rested
                     },
-                    "rest_s": round(sum(h.block["rest_spread_growth"]["rest_s"] for h in growing), 3),
+                    "rest_s": round(rest_s, 3),
                     "threshold_mv_per_h": s.alert_self_discharge_mv_per_h,
                 },
             )

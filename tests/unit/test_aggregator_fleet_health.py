@@ -236,6 +236,35 @@ def test_resistance_growth_is_against_the_earliest_earlier_day(fleet: Day, tmp_p
         assert entry["trend"]["capacity"]["growth_pct"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_self_discharge_is_the_days_rest_weighted_growth_not_one_hour(fleet: Day) -> None:
+    """A healthy pack's single rest hour may drift up a few mV/h and back: that is no alert; a day whose rest,
+    weighted by its length, keeps growing is (the per-hour rule flagged most of a healthy 50-vehicle fleet)."""
+    healthy = next(vid for vid, facts in fleet.truth.items() if not facts["faults"])
+    path = sorted((fleet.directory / "aggregated").glob("aggregated-*.json"))[0]
+    block = next(b for b in orjson.loads(path.read_bytes())["analytics"]["vehicles"] if b["vehicle_id"] == healthy)
+
+    def hours(*growth: tuple[float, float]) -> list[fleet_health.Hour]:
+        start = datetime(2026, 1, 15, tzinfo=UTC)
+        return [
+            fleet_health.Hour(
+                start.replace(hour=i),
+                block | {"rest_spread_growth": block["rest_spread_growth"] | {"mv_per_h": rate, "rest_s": rest_s}},
+            )
+            for i, (rate, rest_s) in enumerate(growth)
+        ]
+
+    def kinds(day: list[fleet_health.Hour]) -> set[str]:
+        return {a["kind"] for a in fleet_health.alerts_for(healthy, day, AggregatorSettings(), None)}
+
+    assert "self_discharge" not in kinds(hours((5.0, 1000.0), (-0.5, 3000.0), (-0.5, 3000.0), (0.0, 3000.0)))
+    assert "self_discharge" not in kinds(hours((9.0, 600.0), (9.0, 600.0)))  # rests too short to count
+    leaking = hours((3.0, 1000.0), (2.5, 3000.0), (1.5, 3000.0))
+    alerts = fleet_health.alerts_for(healthy, leaking, AggregatorSettings(), None)
+    alert = next(a for a in alerts if a["kind"] == "self_discharge")
+    assert (alert["kind"], alert["severity"]) == ("self_discharge", "warning")
+    assert alert["evidence"]["mv_per_h_day"] == pytest.approx((3000 + 7500 + 4500) / 7000, abs=1e-3)
+
+
 def test_a_vehicle_without_a_swing_gets_nulls_with_reasons(fleet: Day) -> None:
     aggregates = fleet_health.read_local(fleet.directory / "aggregated", DAY)
     hour = min(aggregates)
