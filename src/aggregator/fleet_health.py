@@ -229,30 +229,37 @@ def resistance(hours: Sequence[Hour]) -> dict[str, Any]:
     }
 
 
-def trend(
-    vehicle_id: str, figures: Mapping[str, Any], earlier: Sequence[tuple[date, dict[str, Any]]]
-) -> dict[str, Any]:
+Baselines = dict[str, dict[str, tuple[date, float]]]
+"""Per figure, per vehicle: the earliest earlier day that has the figure, and its value then."""
+
+TREND_FIGURES = (("resistance_mohm_25c", "resistance"), ("capacity_ah", "capacity"))
+
+
+def baselines(earlier: Sequence[tuple[date, dict[str, Any]]]) -> Baselines:
+    """Index the earlier documents (oldest first) once, so each vehicle's trend is a lookup, not a scan."""
+    found: Baselines = {key: {} for key, _ in TREND_FIGURES}
+    for then, document in earlier:
+        for entry in document.get("vehicles", []):
+            for key, _ in TREND_FIGURES:
+                if entry.get(key) is not None:
+                    found[key].setdefault(entry.get("vehicle_id"), (then, entry[key]))
+    return found
+
+
+def trend(vehicle_id: str, figures: Mapping[str, Any], base: Baselines) -> dict[str, Any]:
     """Resistance and capacity against the earliest earlier day that has them for this vehicle."""
     result: dict[str, Any] = {}
-    for key, name in (("resistance_mohm_25c", "resistance"), ("capacity_ah", "capacity")):
+    for key, name in TREND_FIGURES:
         now = figures[key]
-        base = next(
-            (
-                (then, entry[key])
-                for then, document in earlier
-                for entry in document.get("vehicles", [])
-                if entry.get("vehicle_id") == vehicle_id and entry.get(key) is not None
-            ),
-            None,
-        )
-        if base is None or now is None:
-            reason = "no earlier fleet-health day with this figure" if base is None else "no figure today"
+        since = base[key].get(vehicle_id)
+        if since is None or now is None:
+            reason = "no earlier fleet-health day with this figure" if since is None else "no figure today"
             result[name] = {"since": None, "from": None, "growth_pct": None, "reason": reason}
         else:
             result[name] = {
-                "since": base[0].isoformat(),
-                "from": base[1],
-                "growth_pct": _r(100.0 * (now / base[1] - 1.0)),
+                "since": since[0].isoformat(),
+                "from": since[1],
+                "growth_pct": _r(100.0 * (now / since[1] - 1.0)),
                 "reason": None,
             }
     return result
@@ -279,7 +286,7 @@ def vehicle_entry(
     vehicle_id: str,
     hours: Sequence[Hour],
     registry: Mapping[str, float],
-    earlier: Sequence[tuple[date, dict[str, Any]]],
+    base: Baselines,
 ) -> dict[str, Any]:
     cap = capacity(hours)
     nom = nominal(vehicle_id, cap["ah"], registry)
@@ -302,7 +309,7 @@ def vehicle_entry(
         "soh_reason": soh_reason,
         "resistance": res,
     }
-    entry["trend"] = trend(vehicle_id, entry, earlier)
+    entry["trend"] = trend(vehicle_id, entry, base)
     entry["resistance_growth_pct"] = entry["trend"]["resistance"]["growth_pct"]
     entry["usage"] = usage(hours)
     return entry
@@ -517,12 +524,13 @@ def build(
     earlier: Sequence[tuple[date, dict[str, Any]]],
 ) -> dict[str, Any]:
     by_vehicle = vehicle_hours(aggregates)
+    base = baselines(earlier)
     peers = cooled_medians(by_vehicle, settings.alert_cooling_min_readings)
     alerts = [a for vid in sorted(by_vehicle) for a in alerts_for(vid, by_vehicle[vid], settings, peers[vid])]
     return {
         "day": day.isoformat(),
         "hours": sorted(h.strftime("%Y-%m-%dT%H") for h in aggregates),
-        "vehicles": [vehicle_entry(vid, by_vehicle[vid], registry, earlier) for vid in sorted(by_vehicle)],
+        "vehicles": [vehicle_entry(vid, by_vehicle[vid], registry, base) for vid in sorted(by_vehicle)],
         "alerts": sorted(alerts, key=lambda a: (a["first_seen"], a["vehicle_id"], a["kind"])),
         "thresholds": {
             name: getattr(settings, name) for name in type(settings).model_fields if name.startswith("alert_")

@@ -27,6 +27,7 @@ import orjson
 from src.aggregator import analytics, fleet_health
 from src.aggregator.hourly_stats import curate_and_aggregate
 from src.common.layout import raw_hour_dir
+from src.common.schema import format_timestamp
 from src.common.settings import AggregatorSettings
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -73,15 +74,16 @@ def simulate(
     duration_s: int | None = None,
     faults_at_start: int = 0,
     fault_kinds: str | None = None,
+    start: datetime = START,
     progress: Progress = _quiet,
 ) -> tuple[Path, Path]:
-    """Run the simulator offline from :data:`START`; returns (readings JSONL, truth JSON)."""
+    """Run the simulator offline from ``start``; returns (readings JSONL, truth JSON)."""
     jsonl, truth = directory / "readings.jsonl", directory / "truth.json"
     duration = duration_s if duration_s is not None else days * 86400
     command = [
         sys.executable, "-m", "src.generator.simulator", "--vehicles", str(vehicles), "--duration", str(duration),
         "--rate-ms", str(rate_ms), "--seed", str(seed), "--aging", "--faults", str(faults),
-        "--truth-json", str(truth), "--output", str(jsonl), "--start", "2026-01-01T00:00:00.000000Z",
+        "--truth-json", str(truth), "--output", str(jsonl), "--start", format_timestamp(start),
     ]  # fmt: skip
     if faults_at_start:
         command += ["--faults-at-start", str(faults_at_start)]

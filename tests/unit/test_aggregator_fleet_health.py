@@ -15,8 +15,6 @@ Fleets (picked so every detectable kind shows within a few simulated hours; docs
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -26,15 +24,14 @@ from typing import Any
 import orjson
 import pytest
 
-from src.aggregator import analytics, fleet_health
+from src.aggregator import analytics, fleet_health, scorecard
 from src.aggregator.hourly_stats import curate_and_aggregate
 from src.aggregator.sources import S3Bucket
 from src.common.aws import sync_client
-from src.common.layout import raw_hour_dir
 from src.common.settings import AggregatorSettings, CommonSettings
 
 DAY = date(2026, 1, 15)
-START = "2026-01-15T00:00:00Z"
+START = datetime(2026, 1, 15, tzinfo=UTC)
 TH = analytics.Thresholds.from_settings(AggregatorSettings.model_construct())
 
 # Tolerances: measured on these fleets (capacity within 0.1 %, resistance within 2.5 % of the truth).
@@ -67,39 +64,14 @@ class Day:
         return next(v for v in self.document["vehicles"] if v["vehicle_id"] == vehicle_id)
 
 
-def lay_out(jsonl: Path, raw_dir: Path) -> list[datetime]:
-    """The simulator's offline lines as the consumer stores them: one batch file per hour, received when stamped."""
-    files: dict[datetime, Any] = {}
-    try:
-        with jsonl.open("rb") as lines:
-            for line in lines:
-                reading = orjson.loads(line)
-                stamp = reading["timestamp"]
-                hour = datetime.fromisoformat(stamp[:13] + ":00:00+00:00")
-                if hour not in files:
-                    directory = raw_hour_dir(raw_dir, hour)
-                    directory.mkdir(parents=True, exist_ok=True)
-                    files[hour] = (directory / f"batch-{int(hour.timestamp() * 1000)}.jsonl").open("wb")
-                files[hour].write(orjson.dumps(reading | {"ingest_received_at": stamp}) + b"\n")
-    finally:
-        for handle in files.values():
-            handle.close()
-    return sorted(files)
-
-
 def simulate_day(directory: Path, vehicles: int, duration_s: int, rate_ms: int, seed: int, kinds: str) -> Day:
-    """Simulate, lay out, run the hourly job for every hour and the daily job for the day."""
-    jsonl, truth_path = directory / "readings.jsonl", directory / "truth.json"
+    """Simulate (every fault from the start), lay out, run the hourly job for every hour and the daily job."""
     faults = len(kinds.split(","))
-    subprocess.run(
-        [sys.executable, "-m", "src.generator.simulator", "--vehicles", str(vehicles), "--duration", str(duration_s),
-         "--rate-ms", str(rate_ms), "--seed", str(seed), "--aging", "--faults", str(faults),
-         "--faults-at-start", str(faults), "--fault-kinds", kinds, "--truth-json", str(truth_path),
-         "--output", str(jsonl), "--start", START],
-        check=True,
-        capture_output=True,
+    jsonl, truth_path = scorecard.simulate(
+        directory, vehicles, 1, faults, rate_ms, seed,
+        duration_s=duration_s, faults_at_start=faults, fault_kinds=kinds, start=START,
     )  # fmt: skip
-    for hour in lay_out(jsonl, directory / "raw"):
+    for hour in scorecard.lay_out(jsonl, directory / "raw"):
         curate_and_aggregate(directory / "raw", directory / "curated", directory / "aggregated", hour, 256, TH)
     jsonl.unlink()
     truth = orjson.loads(truth_path.read_bytes())["vehicles"]
