@@ -28,7 +28,7 @@ import orjson
 
 from src.aggregator import queries
 from src.common.files import fsync_dir, fsync_file, write_atomically
-from src.common.layout import batch_files, hour_label, hour_partition, hour_partitions, partition_hour
+from src.common.layout import batch_file_sizes, hour_label, hour_partition, hour_partitions, partition_hour
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +77,6 @@ def curated_hour_dir(curated_dir: Path, hour: datetime) -> Path:
     return curated_dir / hour_partition(hour)
 
 
-def raw_listing(raw_dir: Path, hour: datetime) -> dict[str, int]:
-    """The hour's batch files now, by name, with their sizes (a file that vanished is left out)."""
-    listing: dict[str, int] = {}
-    for path in batch_files(raw_dir, hour):
-        with contextlib.suppress(FileNotFoundError):
-            listing[path.name] = path.stat().st_size
-    return listing
-
-
 def read_manifest(curated_dir: Path, hour: datetime) -> dict[str, Any] | None:
     """The manifest of the curated hour, or None if there is none (or it cannot be read)."""
     path = curated_hour_dir(curated_dir, hour) / MANIFEST_NAME
@@ -102,7 +93,7 @@ def read_manifest(curated_dir: Path, hour: datetime) -> dict[str, Any] | None:
 def is_current(raw_dir: Path, curated_dir: Path, hour: datetime) -> bool:
     """Whether the curated hour was built from exactly the raw files the hour holds now."""
     manifest = read_manifest(curated_dir, hour)
-    return manifest is not None and manifest.get("raw_files") == raw_listing(raw_dir, hour)
+    return manifest is not None and manifest.get("raw_files") == batch_file_sizes(raw_dir, hour)
 
 
 def stale_hours(raw_dir: Path, curated_dir: Path) -> list[datetime]:
@@ -177,7 +168,7 @@ def _alive(pid: int) -> bool:
 
 def compact_hour(connection: duckdb.DuckDBPyConnection, raw_dir: Path, curated_dir: Path, hour: datetime) -> Compaction:
     """Build the curated hour from the hour's local raw files (see the module's contract)."""
-    listing = raw_listing(raw_dir, hour)
+    listing = batch_file_sizes(raw_dir, hour)
     files = [str(raw_dir / hour_partition(hour) / name) for name in sorted(listing)]
     return compact_files(connection, files, listing, curated_dir, hour)
 

@@ -42,11 +42,10 @@ from src.aggregator.curated import (
     CompactionFailed,
     log_skips,
     published,
-    raw_listing,
     started,
 )
 from src.common.files import fsync_dir, fsync_file
-from src.common.layout import hour_label, hour_partition
+from src.common.layout import batch_file_sizes, hour_label, hour_partition
 from src.common.schema import SIGNALS
 
 log = logging.getLogger(__name__)
@@ -163,7 +162,7 @@ def spark_path(path: Path) -> str:
 
 def compact_hour_spark(spark: SparkSession, raw_dir: Path, curated_dir: Path, hour: datetime) -> Compaction:
     """Build the curated hour from the hour's local raw files, as :func:`curated.compact_hour` does."""
-    listing = raw_listing(raw_dir, hour)
+    listing = batch_file_sizes(raw_dir, hour)
     files = [spark_path(raw_dir / hour_partition(hour) / name) for name in sorted(listing)]
     return compact_files_spark(spark, files, listing, curated_dir, hour)
 

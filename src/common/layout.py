@@ -6,6 +6,7 @@ naming in one place means they cannot drift apart.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,6 +86,15 @@ def batch_files(raw_dir: Path, hour: datetime) -> list[Path]:
     if not directory.is_dir():
         return []
     return partition_batch_files(directory)
+
+
+def batch_file_sizes(raw_dir: Path, hour: datetime) -> dict[str, int]:
+    """The hour's batch files now, by name, with their sizes (a file that vanished since the listing is left out)."""
+    listing: dict[str, int] = {}
+    for path in batch_files(raw_dir, hour):
+        with contextlib.suppress(FileNotFoundError):
+            listing[path.name] = path.stat().st_size
+    return listing
 
 
 def hour_partitions(raw_dir: Path) -> list[Path]:

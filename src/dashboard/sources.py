@@ -9,7 +9,6 @@ A source that fails raises; the caller turns that into a message for its panel
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 import aiohttp
 
 from src.common.aws import SQSClient
-from src.common.layout import BATCH_FILE_RE, hour_label, raw_hour_dir
+from src.common.layout import batch_file_sizes, hour_label
 from src.common.settings import CommonSettings
 from src.dashboard.prometheus import Scrape, parse
 
@@ -159,16 +158,5 @@ def hour_files(raw_dir: Path, now: datetime) -> HourFiles:
 
     Blocking: run it in a thread.
     """
-    files = size = 0
-    try:
-        with os.scandir(raw_hour_dir(raw_dir, now)) as entries:
-            for entry in entries:
-                if BATCH_FILE_RE.match(entry.name):
-                    try:
-                        size += entry.stat().st_size
-                    except FileNotFoundError:  # pruned or moved since the listing
-                        continue
-                    files += 1
-    except FileNotFoundError:
-        pass  # no file yet this hour
-    return HourFiles(hour=hour_label(now), files=files, bytes=size)
+    sizes = batch_file_sizes(raw_dir, now)
+    return HourFiles(hour=hour_label(now), files=len(sizes), bytes=sum(sizes.values()))

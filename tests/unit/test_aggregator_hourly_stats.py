@@ -11,7 +11,7 @@ import pytest
 
 from src.aggregator import curated
 from src.aggregator.hourly_stats import curate_and_aggregate, main
-from src.common.layout import raw_hour_dir
+from src.common.layout import batch_file_sizes, raw_hour_dir
 from src.common.schema import SIGNALS
 from src.common.settings import AggregatorSettings
 
@@ -213,13 +213,13 @@ def test_file_vanishing_between_listing_and_reading_is_survived(
 ) -> None:
     """Files may be moved away (e.g. by pruning) while the job runs; the hour is read again without them."""
     write_batch("batch-1760893200000.jsonl", [record("veh-00001", 1)])
-    real_listing = curated.raw_listing
+    real_listing = batch_file_sizes
     listings = iter([{"batch-1760893100000.jsonl": 10}])  # listed once, gone when DuckDB opens it
 
     def listing(raw_dir: Path, hour: datetime) -> dict[str, int]:
         return next(listings, {}) | real_listing(raw_dir, hour)
 
-    monkeypatch.setattr(curated, "raw_listing", listing)
+    monkeypatch.setattr(curated, "batch_file_sizes", listing)
     assert main(["--hour", "2025-10-19T17"]) == 0
     assert output()["quality"]["files_read"] == 1  # type: ignore[index]
     assert "batch-1760893100000.jsonl vanished before it could be read" in capsys.readouterr().err

@@ -27,6 +27,7 @@ from pyspark.sql import SparkSession
 from src.aggregator import curated, queries
 from src.aggregator import spark as engine
 from src.aggregator.curated import Compaction, CompactionFailed
+from src.common.layout import batch_file_sizes
 from src.common.schema import SIGNALS
 from src.common.settings import AggregatorSettings
 from tests.unit.test_aggregator_hourly_stats import HOUR, record, write_batch
@@ -157,8 +158,8 @@ def test_a_failed_spark_compaction_keeps_the_previous_hour(
     _, before = compact_both(spark)
     assert before.path is not None
     content = before.path.read_bytes()
-    listing = curated.raw_listing(AggregatorSettings().raw_dir, HOUR) | {"batch-1760893999000.jsonl": 10}
-    monkeypatch.setattr(engine, "raw_listing", lambda raw_dir, hour: listing)  # a file that vanished
+    listing = batch_file_sizes(AggregatorSettings().raw_dir, HOUR) | {"batch-1760893999000.jsonl": 10}
+    monkeypatch.setattr(engine, "batch_file_sizes", lambda raw_dir, hour: listing)  # a file that vanished
     settings = AggregatorSettings()
     with pytest.raises(CompactionFailed, match=r"hour 2025-10-19T17: .*batch-1760893999000\.jsonl") as failure:
         engine.compact_hour_spark(spark, settings.raw_dir, settings.data_dir / "curated-spark", HOUR)
