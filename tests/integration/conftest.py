@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +41,12 @@ def quick_redelivery_stack(tmp_path: Path) -> EmbeddedStack:
         visibility_timeout_s=REDELIVERY_S,
     )
     return EmbeddedStack(config)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    """A headless Chromium of its own for a browser test (tests/integration/browser.py); skips without one."""
+    from tests.integration.browser import chromium  # imported here: it skips the test where Chromium is missing
+
+    with chromium(tmp_path) as driver:
+        yield driver
