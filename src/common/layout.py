@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 HOUR_LABEL_FORMAT = "%Y-%m-%dT%H"
@@ -16,6 +16,8 @@ HourKey = tuple[int, int, int, int]
 """A UTC hour as ``(year, month, day, hour)``: see :func:`hour_key`."""
 BATCH_FILE_RE = re.compile(r"^batch-(?P<ms>\d{13})(?:-(?P<writer>[A-Za-z0-9_]+))?\.jsonl$")
 PARTITION_RE = re.compile(r"year=(?P<y>\d{4})/month=(?P<m>\d{2})/day=(?P<d>\d{2})/hour=(?P<h>\d{2})$")
+AGGREGATED_RE = re.compile(r"^aggregated-(?P<hour>\d{4}-\d{2}-\d{2}T\d{2})\.json$")
+FLEET_HEALTH_RE = re.compile(r"^fleet-health-(?P<day>\d{4}-\d{2}-\d{2})\.json$")
 S3_RAW_PREFIX = "raw/"
 S3_AGGREGATED_PREFIX = "aggregated/"
 S3_CURATED_PREFIX = "curated/"
@@ -122,6 +124,31 @@ def partition_batch_files(partition: Path) -> list[Path]:
 
 def aggregated_file_name(hour: datetime) -> str:
     return f"aggregated-{hour_label(hour)}.json"
+
+
+def fleet_health_file_name(day: date) -> str:
+    """``fleet-health-YYYY-MM-DD.json``: the daily job's document for ``day``."""
+    return f"fleet-health-{day.isoformat()}.json"
+
+
+def aggregated_hour(name: str) -> datetime | None:
+    """The hour an ``aggregated-<YYYY-MM-DDTHH>.json`` name stands for, or None for any other name."""
+    match = AGGREGATED_RE.match(name)
+    if match is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return parse_hour_label(match["hour"])
+    return None
+
+
+def fleet_health_day(name: str) -> date | None:
+    """The day a ``fleet-health-YYYY-MM-DD.json`` name stands for, or None for any other name."""
+    match = FLEET_HEALTH_RE.match(name)
+    if match is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return date.fromisoformat(match["day"])
+    return None
 
 
 # -- S3 keys: the local layout under ``raw/`` and ``aggregated/`` (contract, "Storage layout") --
