@@ -7,7 +7,9 @@
 Simulates the fleet offline (``--aging --faults N --truth-json``, from 2026-01-01T00:00Z), lays the readings
 out as the consumer stores them under ``--out``, runs the hourly job for every hour and the daily job for
 every day, compares with the truth and prints the table (also ``--out``/scorecard.json; ``--plot`` a PNG,
-needs the ``plot`` extra). The logic is :mod:`src.aggregator.scorecard`. At 200 ms, 50 vehicles x 2 days is
+needs the ``plot`` extra). ``--reuse`` (with ``--out`` holding an earlier run of the same configuration:
+truth.json, configuration.json, raw/) skips the simulation and layout and reruns the jobs and the scoring.
+The logic is :mod:`src.aggregator.scorecard`. At 200 ms, 50 vehicles x 2 days is
 43 million readings (the simulator writes ~15,000 a second); ``--rate-ms 1000`` is 5x smaller.
 
 Exit status: 0 every target met, 1 a target missed (the table says which), 2 usage or a failed step.
@@ -36,7 +38,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, help="working directory and scorecard.json (default: a temporary one)")
     parser.add_argument("--plot", type=Path, help="write the plot here (PNG)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="--out already holds this configuration's run: rerun the jobs and score"
+    )
     ns = parser.parse_args(argv)
+    if ns.reuse and ns.out is None:
+        parser.error("--reuse needs --out (the directory holding the earlier run)")
     if ns.vehicles < 1 or ns.days < 1 or not 0 <= ns.faults <= ns.vehicles:
         parser.error("need --vehicles >= 1, --days >= 1 and 0 <= --faults <= --vehicles")
     return ns
@@ -52,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="scorecard-") as scratch:
         out = ns.out or Path(scratch)
         try:
-            card = scorecard.run(out, ns.vehicles, ns.days, ns.faults, ns.rate_ms, ns.seed, progress=progress)
+            card = scorecard.run(
+                out, ns.vehicles, ns.days, ns.faults, ns.rate_ms, ns.seed, progress=progress, reuse=ns.reuse
+            )
         except RuntimeError as error:
             print(f"scorecard: {error}", file=sys.stderr)
             return 2

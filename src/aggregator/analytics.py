@@ -53,6 +53,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 COOLANT_ON_C = 30.0
 """The module temperature above which an i3-like pack's coolant runs (driving or charging): the temperature
 spread of readings this warm, with current flowing, is where a module with degraded cooling shows."""
+HEATER_BELOW_C = 10.0
+"""The module temperature below which the coolant, heated, warms an i3-like pack while it charges."""
 GROWTH_MIN_STRETCH_S = 600.0
 """A rest stretch (at rest for ``rest_min_s`` already) counts for the at-rest spread's growth from this long on."""
 
@@ -78,6 +80,7 @@ class Thresholds:
     capacity_min_swing_pct: float
     cells_in_series: int
     pack_voltage_tolerance_v: float
+    module_lag_c: float
 
     @classmethod
     def from_settings(cls, settings: AggregatorSettings) -> Thresholds:
@@ -207,6 +210,7 @@ def vehicles_sql(th: Thresholds) -> str:
     """One row per vehicle: counts, gaps, energy and charge, time split, spreads, temperature, consistency."""
     n, tol, gap = _num(th.cells_in_series), _num(th.pack_voltage_tolerance_v), _num(th.gap_s)
     rest_min_us = _num(th.rest_min_s * 1e6)
+    lag = _num(th.module_lag_c)
     return f"""
 WITH marked AS (
     SELECT a.*, s.session IS NOT NULL AS in_session,
@@ -217,7 +221,8 @@ WITH marked AS (
              THEN (a.cv_max - a.cv_min) * 1000.0 END AS rest_spread_mv,
         CASE WHEN NOT a.dup THEN greatest({n} * a.cv_min - a.v, a.v - {n} * a.cv_max) END AS outside_v,
         CASE WHEN NOT a.dup AND a.state <> 0 AND a.temp_max >= {_num(COOLANT_ON_C)}
-             THEN a.temp_max - a.temp_min END AS cooled_spread_c
+             THEN a.temp_max - a.temp_min END AS cooled_spread_c,
+        {_lag_columns()}
     FROM {SAMPLES_TABLE} a
     LEFT JOIN {SESSIONS_TABLE} s ON a.vehicle_id = s.vehicle_id AND a.us BETWEEN s.start_us AND s.end_us
 )
@@ -254,10 +259,32 @@ SELECT
     min(CASE WHEN NOT dup AND temp_max > {_num(th.temp_warning_c)} THEN us END) AS first_warning_us,
     min(CASE WHEN NOT dup AND temp_max > {_num(th.temp_critical_c)} THEN us END) AS first_critical_us,
     count(cooled_spread_c) AS cooled_readings,
-    {_p(0.95, "cooled_spread_c")} AS cooled_p95, max(cooled_spread_c) AS cooled_max
+    {_p(0.95, "cooled_spread_c")} AS cooled_p95, max(cooled_spread_c) AS cooled_max,
+    count(cooling_lag_c) AS cooling_readings, {_p(0.95, "cooling_lag_c")} AS cooling_lag_p95,
+    sum(CASE WHEN cooling_lag_c >= {lag} THEN w_dt END) AS cooling_lag_s,
+    count(heating_lag_c) AS heating_readings, {_p(0.95, "heating_lag_c")} AS heating_lag_p95,
+    sum(CASE WHEN heating_lag_c >= {lag} THEN w_dt END) AS heating_lag_s,
+    min(CASE WHEN cooling_lag_c >= {lag} OR heating_lag_c >= {lag} THEN us END) AS first_lag_us
 FROM marked
 GROUP BY vehicle_id
 """
+
+
+def _lag_columns() -> str:
+    """``cooling_lag_c`` and ``heating_lag_c`` of each reading of ``marked`` (docs: "Cooling fault").
+
+    While the pump cools (current flowing, hottest cell at or above :data:`COOLANT_ON_C`) a module that sheds
+    its heat is held near that point, so the hottest cell cannot be far above both it and the coolest cell:
+    least(spread, hottest - 30 °C). While the heater warms a charging pack (coolest cell below
+    :data:`HEATER_BELOW_C`, hottest at or above it, in a charging session) the mirror:
+    least(spread, 10 °C - coolest). A pack that only makes more heat warms all its modules alike (small
+    spread); a cold pack's wide gradient sits below the cooling point (small excess): either way the least is small.
+    """
+    cool, heat = _num(COOLANT_ON_C), _num(HEATER_BELOW_C)
+    return f"""CASE WHEN NOT a.dup AND a.state <> 0 AND a.temp_max >= {cool}
+             THEN least(a.temp_max - a.temp_min, a.temp_max - {cool}) END AS cooling_lag_c,
+        CASE WHEN NOT a.dup AND a.state = 1 AND s.session IS NOT NULL AND a.temp_min < {heat} AND a.temp_max >= {heat}
+             THEN least(a.temp_max - a.temp_min, {heat} - a.temp_min) END AS heating_lag_c"""
 
 
 def session_details_sql() -> str:
@@ -504,11 +531,38 @@ def _health_signs(
             if cooled
             else f"no reading with current flowing and cell_temp_max at or above {COOLANT_ON_C:g} °C",
         },
+        "module_lag": _module_lag(row),
         "first_seen": {
             "pack_voltage_outside": _instant(row["first_outside_us"]),
             "above_warning": _instant(row["first_warning_us"]),
             "above_critical": _instant(row["first_critical_us"]),
         },
+    }
+
+
+def _module_lag(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The hour's module lag under the coolant and under the heater: readings, P95 (°C), seconds at or above
+    ``module_lag_c``; ``first``: the first reading at or above it."""
+
+    def case(name: str) -> dict[str, Any]:
+        return {
+            "readings": int(row[f"{name}_readings"]),
+            "p95_c": _round(row[f"{name}_lag_p95"], 3),
+            "seconds": _round(row[f"{name}_lag_s"] or 0.0, 3),
+        }
+
+    cooling, heating = case("cooling"), case("heating")
+    reason = None
+    if not cooling["readings"] and not heating["readings"]:
+        reason = (
+            f"no reading under the coolant (current flowing, cell_temp_max >= {COOLANT_ON_C:g} °C) or the heater "
+            f"(charging, cell_temp_min < {HEATER_BELOW_C:g} °C <= cell_temp_max)"
+        )
+    return {
+        "cooling": cooling,
+        "heating": heating,
+        "first": _instant(row["first_lag_us"]),
+        "reason": reason,
     }
 
 

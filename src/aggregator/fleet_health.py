@@ -336,9 +336,7 @@ def _hours(hits: Sequence[Hour]) -> list[str]:
     return [h.start.strftime("%Y-%m-%dT%H") for h in hits]
 
 
-def alerts_for(
-    vehicle_id: str, hours: Sequence[Hour], s: AggregatorSettings, cooled_peers: float | None
-) -> list[dict[str, Any]]:
+def alerts_for(vehicle_id: str, hours: Sequence[Hour], s: AggregatorSettings) -> list[dict[str, Any]]:
     """The vehicle's alerts of the day, one per kind at most (docs: each detector and its threshold)."""
     found: list[dict[str, Any]] = []
 
@@ -466,51 +464,40 @@ def alerts_for(
             )
         )
 
-    limit = s.alert_cooling_spread_c
-    if cooled_peers is not None:
-        limit = max(limit, cooled_peers + s.alert_cooling_peer_margin_c)
-    hot = [
-        h
-        for h in hours
-        if h.block["cooled_temp_spread_c"]["readings"] >= s.alert_cooling_min_readings
-        and h.block["cooled_temp_spread_c"]["p95"] >= limit
-    ]
-    if hot:
-        spread = max(h.block["cooled_temp_spread_c"]["p95"] for h in hot)
-        hotter = any((h.block["temperature"]["minutes_above_warning"] or 0) > 0 for h in hot)
-        found.append(
-            _alert(
-                vehicle_id,
-                "cooling_fault",
-                _first(hot[0]),
-                "critical" if hotter else "warning",
-                {
-                    "temp_spread_p95_c_max": spread,
-                    "fleet_median_p95_c": cooled_peers,
-                    "limit_c": round(limit, 3),
-                    "max_temp_c": max(h.block["temperature"]["max_c"] for h in hot),
-                    "hours": _hours(hot),
-                },
-            )
-        )
+    found += _cooling(vehicle_id, hours, s)
     return found
 
 
-def cooled_medians(by_vehicle: Mapping[str, Sequence[Hour]], min_readings: int) -> dict[str, float | None]:
-    """Per vehicle, the median of the other vehicles' hourly cooled spread P95 (its peers under cooling)."""
-    figures = {
-        vid: [
-            h.block["cooled_temp_spread_c"]["p95"]
-            for h in hours
-            if h.block["cooled_temp_spread_c"]["readings"] >= min_readings
-        ]
-        for vid, hours in by_vehicle.items()
-    }
-    result: dict[str, float | None] = {}
-    for vid in by_vehicle:
-        others = [p for other, values in figures.items() if other != vid for p in values]
-        result[vid] = _r(statistics.median(others)) if others else None
-    return result
+def _lag_s(h: Hour) -> float:
+    """Seconds of the hour a module lagged its coolant or heater (0 for an aggregate from before the figure)."""
+    lag = h.block.get("module_lag")
+    return 0.0 if lag is None else float(lag["cooling"]["seconds"] + lag["heating"]["seconds"])
+
+
+def _cooling(vehicle_id: str, hours: Sequence[Hour], s: AggregatorSettings) -> list[dict[str, Any]]:
+    """``cooling_fault`` when modules lagged their pump for ``alert_cooling_lag_s`` over the day (docs: the rule)."""
+    lagging = [h for h in hours if _lag_s(h) > 0]
+    total = sum(_lag_s(h) for h in lagging)
+    if total < s.alert_cooling_lag_s:
+        return []
+    hotter = any((h.block["temperature"]["minutes_above_warning"] or 0) > 0 for h in lagging)
+    return [
+        _alert(
+            vehicle_id,
+            "cooling_fault",
+            lagging[0].block["module_lag"]["first"] or _first(lagging[0]),
+            "critical" if hotter else "warning",
+            {
+                "lag_s": round(total, 3),
+                "lag_s_by_hour": {h.start.strftime("%Y-%m-%dT%H"): round(_lag_s(h), 3) for h in lagging},
+                "lag_p95_c_max": max(
+                    (h.block["module_lag"][case]["p95_c"] or 0.0) for h in lagging for case in ("cooling", "heating")
+                ),
+                "max_temp_c": max(h.block["temperature"]["max_c"] for h in lagging),
+                "threshold_s": s.alert_cooling_lag_s,
+            },
+        )
+    ]
 
 
 # --- The document ----------------------------------------------------------------------------------
@@ -525,8 +512,7 @@ def build(
 ) -> dict[str, Any]:
     by_vehicle = vehicle_hours(aggregates)
     base = baselines(earlier)
-    peers = cooled_medians(by_vehicle, settings.alert_cooling_min_readings)
-    alerts = [a for vid in sorted(by_vehicle) for a in alerts_for(vid, by_vehicle[vid], settings, peers[vid])]
+    alerts = [a for vid in sorted(by_vehicle) for a in alerts_for(vid, by_vehicle[vid], settings)]
     return {
         "day": day.isoformat(),
         "hours": sorted(h.strftime("%Y-%m-%dT%H") for h in aggregates),

@@ -40,6 +40,8 @@ KIND_OF_FAULT = {
 """The simulator's fault kind -> the alert kind that names it."""
 CONSEQUENCES = {"self_discharge": {"cell_imbalance"}}
 """Alerts a fault causes that are not false alarms: a sinking cell also unbalances the pack."""
+CONFIGURATION = "configuration.json"
+"""Beside ``truth.json`` and ``raw/``: the run's configuration, which ``--reuse`` checks."""
 
 
 @dataclass(frozen=True)
@@ -234,26 +236,44 @@ def first_alerts(documents: Mapping[date, Mapping[str, Any]]) -> dict[tuple[str,
     return first
 
 
+def _latent(fault: Mapping[str, Any]) -> bool:
+    """A fault the truth says never showed: ``expressed`` present and null (a ``cooling`` fault never pumped)."""
+    return "expressed" in fault and fault["expressed"] is None
+
+
+def _hours_since(first: Mapping[tuple[str, str], str], key: tuple[str, str], stamp: str) -> float:
+    return (_at(first[key]) - _at(stamp)) / timedelta(hours=1)
+
+
 def score_alerts(truth: Mapping[str, Any], first: Mapping[tuple[str, str], str]) -> dict[str, Any]:
-    """Per fault kind: precision, recall, lead times; and every alert that names no injected fault."""
+    """Per fault kind: precision, recall (latent faults left out of it), lead times from the fault's start and
+    from its expression; and every alert that names no injected fault."""
     faults = {(vid, f["kind"]): f for vid, facts in truth.items() for f in facts["faults"]}
     kinds: dict[str, Any] = {}
     for fault_kind, alert_kind in KIND_OF_FAULT.items():
         injected = sorted(vid for vid, kind in faults if kind == fault_kind)
+        latent = [vid for vid in injected if _latent(faults[vid, fault_kind])]
         alerted = sorted(vid for vid, kind in first if kind == alert_kind)
         hits = [vid for vid in alerted if vid in injected]
-        leads = {vid: (_at(first[vid, alert_kind]) - _at(faults[vid, fault_kind]["start"])) / timedelta(hours=1)
-                 for vid in hits}  # fmt: skip
+        shown = [vid for vid in injected if vid not in latent]
+        leads = {vid: _hours_since(first, (vid, alert_kind), faults[vid, fault_kind]["start"]) for vid in hits}
+        expressed = {
+            vid: faults[vid, fault_kind]["expressed"] for vid in hits if faults[vid, fault_kind].get("expressed")
+        }
         kinds[fault_kind] = {
             "alert_kind": alert_kind,
             "injected": len(injected),
+            "latent": latent,
             "alerts": len(alerted),
             "true_alerts": len(hits),
             "precision": len(hits) / len(alerted) if alerted else None,
-            "recall": len(hits) / len(injected) if injected else None,
+            "recall": len([vid for vid in hits if vid in shown]) / len(shown) if shown else None,
             "lead_hours": {vid: round(h, 3) for vid, h in sorted(leads.items())},
             "lead_hours_max": round(max(leads.values()), 3) if leads else None,
-            "missed": [vid for vid in injected if vid not in hits],
+            "lead_hours_from_expressed": {
+                vid: round(_hours_since(first, (vid, alert_kind), stamp), 3) for vid, stamp in sorted(expressed.items())
+            },
+            "missed": [vid for vid in shown if vid not in hits],
             "starts": {vid: faults[vid, fault_kind]["start"] for vid in injected},
         }
     false_alerts = []
@@ -289,7 +309,7 @@ def check_targets(card: Mapping[str, Any], targets: Targets) -> list[dict[str, A
          "met": not any(a["healthy"] for a in card["false_alerts"])},
     ]  # fmt: skip
     for kind, k in card["kinds"].items():
-        if not k["injected"]:
+        if k["injected"] == len(k["latent"]):  # never injected, or never shown: nothing to find
             continue
         checks += [
             {"target": f"{kind}: recall ≥ {targets.recall:g}", "value": k["recall"],
@@ -319,6 +339,51 @@ def score(
     return card
 
 
+def configuration(
+    vehicles: int,
+    days: int,
+    faults: int,
+    rate_ms: int,
+    seed: int,
+    duration_s: int | None = None,
+    faults_at_start: int = 0,
+    fault_kinds: str | None = None,
+) -> dict[str, Any]:
+    """What a run was asked for: ``scorecard.json``'s ``configuration``, and ``DIR/configuration.json``."""
+    return {
+        "vehicles": vehicles, "days": days, "duration_s": duration_s or days * 86400, "faults": faults,
+        "rate_ms": rate_ms, "seed": seed, "start": START.isoformat(), "faults_at_start": faults_at_start,
+        "fault_kinds": fault_kinds,
+    }  # fmt: skip
+
+
+def reusable_hours(directory: Path, wanted: Mapping[str, Any]) -> list[datetime]:
+    """The hours of an earlier run's ``raw/`` under ``directory``, after checking it ran the ``wanted`` configuration.
+
+    The earlier configuration is ``configuration.json``, else ``scorecard.json``'s (a run from before the file).
+    Raises RuntimeError when ``truth.json``, both of those or ``raw/`` hours are missing, or the configuration
+    differs (another fleet would be scored against the wrong truth)."""
+    found = None
+    for name, key in ((CONFIGURATION, None), ("scorecard.json", "configuration")):
+        if (directory / name).is_file():
+            document = orjson.loads((directory / name).read_bytes())
+            found = {"faults_at_start": 0, "fault_kinds": None} | (document[key] if key else document)
+            break
+    if found is None or not (directory / "truth.json").is_file():
+        raise RuntimeError(f"--reuse: {directory} holds no earlier run (truth.json and {CONFIGURATION} needed)")
+    if found != dict(wanted):
+        raise RuntimeError(f"--reuse: {directory} holds a run of {found}, not {dict(wanted)}")
+    raw = directory / "raw"
+    hours = sorted(
+        datetime.strptime(path.relative_to(raw).as_posix(), "year=%Y/month=%m/day=%d/hour=%H").replace(tzinfo=UTC)
+        for path in raw.glob("year=*/month=*/day=*/hour=*")
+        if any(path.glob("batch-*.jsonl"))
+    )
+    if not hours:
+        raise RuntimeError(f"--reuse: no laid-out hour under {raw}")
+    return hours
+
+
 def run(
     directory: Path,
     vehicles: int,
@@ -332,21 +397,29 @@ def run(
     fault_kinds: str | None = None,
     targets: Targets = Targets(),
     progress: Progress = _quiet,
+    reuse: bool = False,
 ) -> dict[str, Any]:
-    """Simulate, lay out, run the hourly and daily jobs and score them; the JSONL is removed once laid out."""
+    """Simulate, lay out, run the hourly and daily jobs and score them; the JSONL is removed once laid out.
+
+    ``reuse``: ``directory`` already holds this configuration's run (``truth.json``, ``raw/``): skip the
+    simulation and the layout, rerun the jobs and the scoring (RuntimeError if it does not)."""
     directory.mkdir(parents=True, exist_ok=True)
-    jsonl, truth_path = simulate(
-        directory, vehicles, days, faults, rate_ms, seed, duration_s=duration_s,
-        faults_at_start=faults_at_start, fault_kinds=fault_kinds, progress=progress,
-    )  # fmt: skip
-    hours = lay_out(jsonl, directory / "raw", progress)
-    jsonl.unlink()
+    config = configuration(vehicles, days, faults, rate_ms, seed, duration_s, faults_at_start, fault_kinds)
+    truth_path = directory / "truth.json"
+    if reuse:
+        hours = reusable_hours(directory, config)
+        progress(f"reusing {directory}: {len(hours)} laid-out hours")
+    else:
+        jsonl, truth_path = simulate(
+            directory, vehicles, days, faults, rate_ms, seed, duration_s=duration_s,
+            faults_at_start=faults_at_start, fault_kinds=fault_kinds, progress=progress,
+        )  # fmt: skip
+        hours = lay_out(jsonl, directory / "raw", progress)
+        jsonl.unlink()
+        (directory / CONFIGURATION).write_bytes(orjson.dumps(config))
     documents = run_jobs(directory, hours, progress)
     card = score(orjson.loads(truth_path.read_bytes())["vehicles"], documents, targets)
-    card["configuration"] = {
-        "vehicles": vehicles, "days": days, "duration_s": duration_s or days * 86400, "faults": faults,
-        "rate_ms": rate_ms, "seed": seed, "start": START.isoformat(),
-    }  # fmt: skip
+    card["configuration"] = config
     return card
 
 
@@ -378,14 +451,16 @@ def render_table(card: Mapping[str, Any]) -> str:
         median = "n/a" if s["median_abs_error_pct"] is None else f"{s['median_abs_error_pct']:.2f}"
         worst = "n/a" if s["max_abs_error_pct"] is None else f"{s['max_abs_error_pct']:.2f}"
         out.append(f"| {name} | {s['estimated']}/{s['vehicles']} | {median} | {worst} |")
-    out += ["", "| fault kind (alert) | injected | alerts | precision | recall | lead time h (per vehicle) | missed |",
-            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    out += ["", "| fault kind (alert) | injected | latent | alerts | precision | recall "
+            "| lead time h from start (per vehicle) | from expression | missed |",
+            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for kind, k in card["kinds"].items():
         precision = "n/a" if k["precision"] is None else f"{k['precision']:.2f}"
         recall = "n/a" if k["recall"] is None else f"{k['recall']:.2f}"
         leads = ", ".join(f"{vid} {h:.2f}" for vid, h in k["lead_hours"].items()) or "-"
-        out.append(f"| {kind} ({k['alert_kind']}) | {k['injected']} | {k['alerts']} | {precision} | {recall} "
-                   f"| {leads} | {', '.join(k['missed']) or '-'} |")  # fmt: skip
+        since = ", ".join(f"{vid} {h:.2f}" for vid, h in k["lead_hours_from_expressed"].items()) or "-"
+        out.append(f"| {kind} ({k['alert_kind']}) | {k['injected']} | {', '.join(k['latent']) or '-'} | {k['alerts']} "
+                   f"| {precision} | {recall} | {leads} | {since} | {', '.join(k['missed']) or '-'} |")  # fmt: skip
     out += ["", "False alerts (alerts naming no injected fault of their vehicle):"]
     out += [
         f"- {a['vehicle_id']} {a['kind']} from {a['first_seen']} ({'healthy' if a['healthy'] else 'faulty'} vehicle)"

@@ -208,6 +208,11 @@ class AggregatorSettings(CommonSettings):
     analytics_pack_voltage_tolerance_v: float = Field(
         0.1, ge=0, description="Pack voltage vs n x cell min/max: the DBC's rounding, 0.05 V + 96 x 0.5 mV, rounded up"
     )
+    analytics_module_lag_c: float = Field(
+        4.0,
+        gt=0,
+        description="Module lag: min(cell spread, hottest above 30 °C or coldest below 10 °C) at this",
+    )
 
     # Daily fleet health (src/aggregator/fleet_health.py): defaults and sources in docs/battery-analytics.md.
     fleet_registry: Annotated[Path | None, Unset] = Field(
@@ -227,14 +232,8 @@ class AggregatorSettings(CommonSettings):
         1.6, gt=1, description="weak_cell: the lowest cell's ΔV/ΔI over the average cell's, on discharge steps"
     )
     alert_weak_cell_critical_ratio: float = Field(2.5, gt=1, description="weak_cell: critical at or above this")
-    alert_cooling_spread_c: float = Field(
-        6.0, gt=0, description="cooling_fault: cell temperature spread (P95, current flowing, >= 30 °C) above this"
-    )
-    alert_cooling_peer_margin_c: float = Field(
-        3.0, ge=0, description="cooling_fault: ... and this far above the fleet's median of the same figure"
-    )
-    alert_cooling_min_readings: int = Field(
-        300, ge=1, description="cooling_fault: readings in the hour with current flowing at >= 30 °C it needs"
+    alert_cooling_lag_s: float = Field(
+        120.0, gt=0, description="cooling_fault: seconds in the day a module lagged (ANALYTICS_MODULE_LAG_C) under pump"
     )
     alert_sensor_fraction: float = Field(
         0.01, gt=0, le=1, description="sensor_inconsistency: share of an hour's readings outside the cells' range"

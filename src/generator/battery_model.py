@@ -13,7 +13,7 @@ are applied to the same arrays when a plan asks for them. Model and numbers: doc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Protocol
 
@@ -134,6 +134,20 @@ class DutyParameters:
     base_aux_w: float = 300.0  # controllers, pumps, 12 V DC/DC
     hvac_w_per_k: float = 90.0  # heating or cooling the cabin towards 21 °C
     max_hvac_w: float = 4_000.0
+
+
+@dataclass
+class FaultExpression:
+    """When a started ``cooling`` fault could first change a reading: its module's coolant (or heater) ran.
+
+    ``expressed_s``: the fleet's elapsed seconds at the start of the first step that pumped through the faulty
+    module after the fault's start (None: never so far); ``cooled_s``/``heated_s``: seconds pumped cool or warm.
+    Until then the module behaves as a healthy one: the fault is latent (docs/battery-model.md, "Faults").
+    """
+
+    expressed_s: float | None = None
+    cooled_s: float = 0.0
+    heated_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -296,7 +310,9 @@ class Fleet:
                 raise ValueError(f"a cooling fault needs a module index 0-{MODULES - 1}")
         kinds = {fault.kind for fault in faults}
         self._elapsed_s = 0.0
-        self._pending: list[Fault] = sorted(faults, key=lambda fault: fault.start_s)
+        self._pending: list[tuple[int, Fault]] = sorted(enumerate(faults), key=lambda item: item[1].start_s)
+        self._expressions: dict[int, FaultExpression] = {}  # by the fault's index in the plan: started cooling faults
+        self._watched: list[tuple[FaultExpression, int, int]] = []  # (its record, vehicle, module)
         self._leak_pct_per_s: FloatArray | None = (
             np.zeros((n, CELLS_IN_SERIES)) if FaultKind.SELF_DISCHARGE in kinds else None
         )
@@ -306,8 +322,8 @@ class Fleet:
     def _start_faults(self, dt_s: float) -> None:
         """Start every fault due by this step: the step that begins nearest its start (starts lie on the steps)."""
         due = self._elapsed_s + 0.5 * dt_s
-        while self._pending and self._pending[0].start_s < due:
-            fault = self._pending.pop(0)
+        while self._pending and self._pending[0][1].start_s < due:
+            index, fault = self._pending.pop(0)
             v = fault.vehicle
             if fault.kind == FaultKind.WEAK_CELL:
                 self._r0_nominal[v, fault.cell] *= fault.magnitude
@@ -316,8 +332,10 @@ class Fleet:
                 assert self._leak_pct_per_s is not None
                 self._leak_pct_per_s[v, fault.cell] = fault.magnitude / 86_400.0
             elif fault.kind == FaultKind.COOLING:
-                assert self._coolant_scale is not None
+                assert self._coolant_scale is not None and fault.module is not None
                 self._coolant_scale[v, fault.module] = fault.magnitude
+                self._expressions[index] = FaultExpression()
+                self._watched.append((self._expressions[index], v, fault.module))
             else:
                 assert self._voltage_bias_v is not None
                 self._voltage_bias_v[v] = fault.magnitude
@@ -343,6 +361,10 @@ class Fleet:
     def module_temperatures(self) -> FloatArray:
         """Every module's temperature (°C) after the last step, shape (vehicles, 8): a copy."""
         return self._module_temp_c.copy()
+
+    def fault_expressions(self) -> dict[int, FaultExpression]:
+        """Each started ``cooling`` fault's expression so far, by its index in ``health.faults``: a copy."""
+        return {index: replace(record) for index, record in self._expressions.items()}
 
     @property
     def elapsed_s(self) -> float:
@@ -545,6 +567,8 @@ class Fleet:
         heating = (self.activity == _CHARGING)[:, None] & (self._module_temp_c < th.heating_below_c)
         coolant_c = np.where(cooling, th.coolant_c, th.heater_coolant_c)
         pumped = cooling | heating
+        if self._watched:
+            self._watch_pumps(cooling, heating, dt_s)
         # A cooling fault leaves its module only a fraction of its contact with the coolant.
         coolant_w = th.coolant_w_per_k if self._coolant_scale is None else th.coolant_w_per_k * self._coolant_scale
         conductance = th.casing_w_per_k + np.where(pumped, coolant_w, 0.0)
@@ -555,6 +579,15 @@ class Fleet:
         decay = np.exp(-dt_s * conductance / th.heat_capacity_j_per_k)
         self._module_temp_c = settle_c + (self._module_temp_c - settle_c) * decay
         self._cell_temp_c = self._cell_temperatures(sink_c)
+
+    def _watch_pumps(self, cooling: BoolArray, heating: BoolArray, dt_s: float) -> None:
+        """Note, for each started cooling fault, whether this step pumps coolant or heat through its module."""
+        for record, v, module in self._watched:
+            cooled, heated = bool(cooling[v, module]), bool(heating[v, module])
+            if (cooled or heated) and record.expressed_s is None:
+                record.expressed_s = self._elapsed_s
+            record.cooled_s += dt_s if cooled else 0.0
+            record.heated_s += dt_s if heated else 0.0
 
     def _cell_temperatures(self, sink_c: FloatArray) -> FloatArray:
         """Module temperature per cell, plus its fixed offset and its share of the module's rise."""

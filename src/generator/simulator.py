@@ -39,11 +39,11 @@ import orjson
 from src.common.logs import configure_logging
 from src.common.schema import parse_timestamp
 from src.common.settings import GeneratorSettings
-from src.generator.battery_model import CAPACITY_VARIANTS_AH, BatteryFleet, Fleet, PackSnapshot
+from src.generator.battery_model import CAPACITY_VARIANTS_AH, BatteryFleet, FaultExpression, Fleet, PackSnapshot
 from src.generator.health import FaultKind, HealthOptions, HealthPlan, draw_health
 from src.generator.readings import CAN_ID, jsonl_block, readings, to_json, vehicle_ids
 from src.generator.sender import Outcome, RetryPolicy, Sender
-from src.generator.truth import truth_document, write_truth
+from src.generator.truth import truth_document, with_expressions, write_truth
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +240,7 @@ def _step_and_send(make_fleet: Callable[[], BatteryFleet], ticks: int, period_s:
     with pipe:
         for _ in range(ticks):
             pipe.send(fleet.step(period_s))
+        pipe.send(fleet.fault_expressions() if isinstance(fleet, Fleet) else {})  # for the truth's last word
 
 
 WORKER_STOP_TIMEOUT_S = 5.0
@@ -247,13 +248,17 @@ WORKER_STOP_TIMEOUT_S = 5.0
 
 
 def stepped_in_worker(
-    make_fleet: Callable[[], BatteryFleet], ticks: int, period_s: float
+    make_fleet: Callable[[], BatteryFleet],
+    ticks: int,
+    period_s: float,
+    expressions: dict[int, FaultExpression] | None = None,
 ) -> Generator[PackSnapshot, None, None]:
     """The fleet's snapshots for ``ticks`` steps, computed by a worker process while the caller writes.
 
     The fleet is built in the worker from the picklable ``make_fleet``, so the output is the
     same as :func:`stepped_inline`'s; the pipe keeps the worker at most a tick or two ahead.
-    Why: docs/battery-model.md, "Speed".
+    Once every snapshot has been consumed, ``expressions`` receives the worker fleet's
+    :meth:`Fleet.fault_expressions`. Why: docs/battery-model.md, "Speed".
     """
     context = multiprocessing.get_context("spawn")  # no fork: safe whatever the parent holds
     receiving, sending = context.Pipe(duplex=False)
@@ -269,6 +274,8 @@ def stepped_in_worker(
             except EOFError:
                 worker.join()
                 raise RuntimeError(f"the fleet worker process ended early (exit code {worker.exitcode})") from None
+        if expressions is not None:
+            expressions.update(receiving.recv())
     finally:
         receiving.close()
         if worker.is_alive():
@@ -287,14 +294,17 @@ def write_offline(
     Timestamps are computed as start + k * period (never accumulated), so they do not drift.
     With ``progress_s``, a progress line goes to stderr that often. With ``options.truth_json``,
     the truth is written first: of ``fleet`` when given (a :class:`Fleet`, not yet stepped),
-    else of the fleet the options describe (built here too when a worker steps it).
+    else of the fleet the options describe (built here too when a worker steps it); and again at
+    the end, with the ``cooling`` faults' expressions, when the plan has any (:mod:`src.generator.truth`).
     """
     truth_of: BatteryFleet | None = fleet
+    expressions: dict[int, FaultExpression] = {}  # filled by the worker, when one steps the fleet
+    in_worker = fleet is None and options.vehicles >= PARALLEL_MIN_VEHICLES
     if fleet is not None:
         snapshots = stepped_inline(fleet, options.ticks, options.period_s)
-    elif options.vehicles >= PARALLEL_MIN_VEHICLES:
+    elif in_worker:
         make_fleet = options.fleet_factory()
-        snapshots = stepped_in_worker(make_fleet, options.ticks, options.period_s)
+        snapshots = stepped_in_worker(make_fleet, options.ticks, options.period_s, expressions)
         truth_of = make_fleet() if options.truth_json is not None else None  # the same seed: the same fleet
     else:
         truth_of = options.fleet_factory()()
@@ -302,8 +312,9 @@ def write_offline(
     ids = vehicle_ids(fleet.n_vehicles if fleet is not None else options.vehicles)
     start = options.start or _now_ms()
     period = timedelta(milliseconds=options.rate_ms)
+    document = None
     if options.truth_json is not None:
-        _write_truth(options.truth_json, truth_of, ids, start, period)
+        document = _write_truth(options.truth_json, truth_of, ids, start, period)
     began = time.monotonic()
     next_report = began + (progress_s or 0.0)
     count = 0
@@ -319,15 +330,36 @@ def write_offline(
                     file=sys.stderr,
                     flush=True,
                 )
+    if document is not None and options.truth_json is not None and isinstance(truth_of, Fleet):
+        stepped = expressions if in_worker else truth_of.fault_expressions()
+        _write_final_truth(options.truth_json, document, truth_of, stepped, ids, start, period)
     return count
 
 
 def _write_truth(
     path: Path, fleet: BatteryFleet | None, ids: Sequence[str], start: datetime, period: timedelta
-) -> None:
+) -> dict[str, Any]:
+    """Write the truth of ``fleet`` before its first step; returns the document."""
     if not isinstance(fleet, Fleet):
         raise TypeError("--truth-json needs the battery model's Fleet, which knows its packs' truth")
-    write_truth(path, truth_document(fleet, ids, start, period))
+    document = truth_document(fleet, ids, start, period)
+    write_truth(path, document)
+    return document
+
+
+def _write_final_truth(
+    path: Path,
+    document: dict[str, Any],
+    fleet: Fleet,
+    expressions: dict[int, FaultExpression],
+    ids: Sequence[str],
+    start: datetime,
+    period: timedelta,
+) -> None:
+    """At the run's end, rewrite the truth with its ``cooling`` faults' expressions (only when it has one)."""
+    faults = fleet.health.faults
+    if any(fault.kind == FaultKind.COOLING for fault in faults):
+        write_truth(path, with_expressions(document, faults, expressions, ids, start, period))
 
 
 def run_offline(options: SimulatorOptions) -> RunReport:
@@ -368,9 +400,10 @@ class LiveRun:
         loop = asyncio.get_running_loop()
         self.began = loop.time()
         wall_start = _now_ms()
+        period = timedelta(milliseconds=self.options.rate_ms)
+        document = None
         if self.options.truth_json is not None:  # before the first tick, so the truth is there while it runs
-            period = timedelta(milliseconds=self.options.rate_ms)
-            _write_truth(self.options.truth_json, self.fleet, self.ids, wall_start, period)
+            document = _write_truth(self.options.truth_json, self.fleet, self.ids, wall_start, period)
         progress = asyncio.create_task(self._progress())
         try:
             for k in range(self.options.ticks):
@@ -385,6 +418,9 @@ class LiveRun:
             await self._drain()
         finally:
             progress.cancel()
+        if document is not None and self.options.truth_json is not None:
+            expressions = self.fleet.fault_expressions()
+            _write_final_truth(self.options.truth_json, document, self.fleet, expressions, self.ids, wall_start, period)
         elapsed = loop.time() - self.began
         s = self.sender.stats
         return RunReport("live", self.ticks_done, s.sent, s.accepted, s.rejected, s.gave_up, s.retries, elapsed)

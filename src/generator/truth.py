@@ -15,19 +15,24 @@
   output's fixed form (:func:`src.generator.readings.fixed_timestamp`).
 
 Extra keys (``soh_pct``, ``resistance_growth``, a fault's location and magnitude) say
-what the plan drew; the contract's keys keep their meaning.
+what the plan drew; the contract's keys keep their meaning. At the end of a run, a ``cooling``
+fault gains what the run did with it (:func:`with_expressions`): ``expressed``, the timestamp of
+the first reading whose step pumped coolant or heat through the faulty module after the start
+(``null``: never in the run, the fault stayed latent and no reading could show it), and
+``cooled_s``/``heated_s``, the seconds it was pumped cool or warm.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from src.generator.battery_model import Fleet
+from src.generator.battery_model import FaultExpression, Fleet
 from src.generator.health import Fault, FaultKind
 from src.generator.readings import fixed_timestamp
 
@@ -88,6 +93,35 @@ def _details(fleet: Fleet, fault: Fault, cell_r0: Any, string_r0: float) -> dict
     if fault.kind == FaultKind.COOLING:
         return {"module": fault.module, "coolant_conductance_left": round(fault.magnitude, DIGITS)}
     return {"bias_v": round(fault.magnitude, DIGITS)}
+
+
+def with_expressions(
+    document: Mapping[str, Any],
+    faults: Sequence[Fault],
+    expressions: Mapping[int, FaultExpression],
+    ids: Sequence[str],
+    start: datetime,
+    period: timedelta,
+) -> dict[str, Any]:
+    """``document`` (from :func:`truth_document`) with each ``cooling`` fault's expression added, at the run's end.
+
+    ``faults`` is the plan's tuple, ``expressions`` :meth:`Fleet.fault_expressions` by index in it (a fault not
+    in it never started, so never pumped either). A vehicle has at most one fault of a kind in a drawn plan.
+    """
+    result = copy.deepcopy(dict(document))
+    for index, fault in enumerate(faults):
+        if fault.kind != FaultKind.COOLING:
+            continue
+        record = expressions.get(index, FaultExpression())
+        entry = next(f for f in result["vehicles"][ids[fault.vehicle]]["faults"] if f["kind"] == fault.kind.value)
+        entry["expressed"] = (
+            None
+            if record.expressed_s is None
+            else fixed_timestamp(start + round(record.expressed_s / period.total_seconds()) * period)
+        )
+        entry["cooled_s"] = round(record.cooled_s, 3)
+        entry["heated_s"] = round(record.heated_s, 3)
+    return result
 
 
 def write_truth(path: Path, document: dict[str, Any]) -> None:

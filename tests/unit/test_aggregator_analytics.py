@@ -541,3 +541,29 @@ def measure(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     measure()
+
+
+def test_module_lag_is_the_hottest_cell_above_both_the_pump_point_and_the_coolest(tmp_path: Path) -> None:
+    """Protects the cooling_fault figure: under the coolant (current flowing, hottest >= 30 °C) a module that
+    sheds heat is held near 30 °C, so least(spread, hottest - 30) stays small for a pack that only runs hot
+    (all modules up, small spread) or cold (wide gradient, hottest just above 30); a module that cannot shed
+    its heat makes both large. The heater's mirror: least(spread, 10 °C - coolest) while charging in a session."""
+    lagging = [row(k, -50.0, temp_min=29.0, temp_max=40.0) for k in range(200)]  # least(11, 10): 200 s
+    hot = [row(k, -50.0, temp_min=32.0, temp_max=34.5, vehicle="hot") for k in range(200)]  # least(2.5, 4.5)
+    cold = [row(k, -50.0, temp_min=26.0, temp_max=32.6, vehicle="cold") for k in range(200)]  # least(6.6, 2.6)
+    parked = [row(k, 0.0, temp_min=29.0, temp_max=40.0, vehicle="parked") for k in range(200)]  # no pump
+    heater = [row(k, 30.0, temp_min=5.0, temp_max=11.2, vehicle="heater") for k in range(300)]  # least(6.2, 5)
+    warming = [row(k, 30.0, temp_min=8.2, temp_max=11.2, vehicle="warming") for k in range(300)]  # least(3, 1.8)
+    blocks = run(tmp_path, lagging + hot + cold + parked + heater + warming)
+    lag = blocks["veh-1"]["module_lag"]
+    assert lag["cooling"] == {"readings": 200, "p95_c": 10.0, "seconds": 199.0}  # the first has no interval
+    assert lag["heating"] == {"readings": 0, "p95_c": None, "seconds": 0.0}
+    assert lag["first"] == "2026-01-01T10:00:00Z" and lag["reason"] is None
+    for healthy in ("hot", "cold", "warming"):
+        figure = blocks[healthy]["module_lag"]
+        assert figure["cooling"]["seconds"] == figure["heating"]["seconds"] == 0.0 and figure["first"] is None
+    assert blocks["cold"]["module_lag"]["cooling"]["p95_c"] == pytest.approx(2.6)
+    assert blocks["cold"]["cooled_temp_spread_c"]["p95"] == pytest.approx(6.6)  # the old figure: unchanged
+    assert blocks["parked"]["module_lag"]["reason"].startswith("no reading under the coolant")
+    assert blocks["heater"]["module_lag"]["heating"] == {"readings": 300, "p95_c": 5.0, "seconds": 299.0}
+    assert blocks["warming"]["module_lag"]["heating"]["p95_c"] == pytest.approx(1.8)

@@ -104,6 +104,11 @@ def fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Day]:
 LATENT = {("fleet", "veh-00001")}  # seed 3's cooling fault sits on a pack at a cold ambient: it never needs cooling
 
 
+def latent(fault: dict[str, Any]) -> bool:
+    """The truth's word that a fault never showed (a cooling fault whose module was never pumped)."""
+    return "expressed" in fault and fault["expressed"] is None
+
+
 def check_alerts(day: Day, name: str) -> int:
     """Every visible fault alerted with its kind on its vehicle, from its start on; nothing on healthy packs."""
     alerted = 0
@@ -113,7 +118,8 @@ def check_alerts(day: Day, name: str) -> int:
             assert got == set(), f"{vehicle_id} is healthy (aged) but alerted: {got}"
             continue
         (fault,) = truth["faults"]
-        if (name, vehicle_id) in LATENT:
+        assert latent(fault) == ((name, vehicle_id) in LATENT), f"{vehicle_id}: the truth's expressed {fault}"
+        if latent(fault):
             assert got == set(), f"{vehicle_id}: a latent {fault['kind']} alerted as {got}"
             continue
         kind = KIND_OF_FAULT[fault["kind"]]
@@ -226,12 +232,12 @@ def test_self_discharge_is_the_days_rest_weighted_growth_not_one_hour(fleet: Day
         ]
 
     def kinds(day: list[fleet_health.Hour]) -> set[str]:
-        return {a["kind"] for a in fleet_health.alerts_for(healthy, day, AggregatorSettings(), None)}
+        return {a["kind"] for a in fleet_health.alerts_for(healthy, day, AggregatorSettings())}
 
     assert "self_discharge" not in kinds(hours((5.0, 1000.0), (-0.5, 3000.0), (-0.5, 3000.0), (0.0, 3000.0)))
     assert "self_discharge" not in kinds(hours((9.0, 600.0), (9.0, 600.0)))  # rests too short to count
     leaking = hours((3.0, 1000.0), (2.5, 3000.0), (1.5, 3000.0))
-    alerts = fleet_health.alerts_for(healthy, leaking, AggregatorSettings(), None)
+    alerts = fleet_health.alerts_for(healthy, leaking, AggregatorSettings())
     alert = next(a for a in alerts if a["kind"] == "self_discharge")
     assert (alert["kind"], alert["severity"]) == ("self_discharge", "warning")
     assert alert["evidence"]["mv_per_h_day"] == pytest.approx((3000 + 7500 + 4500) / 7000, abs=1e-3)
@@ -304,3 +310,41 @@ def test_the_day_is_read_from_s3_and_its_document_put_beside_the_aggregates(
     assert orjson.loads(written) == fleet.document
     key = fleet_health.s3_aggregated_key_for(DAY)
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == written
+
+
+def test_cooling_fault_needs_a_module_lagging_its_pump_not_a_hot_aged_pack_or_a_weak_cell(fleet: Day) -> None:
+    """Protects the cooling_fault rule: a healthy aged pack charging hot in the cold (cooled spread P95 6.4 °C,
+    which the old spread-vs-peers rule alerted) and a weak cell's warmer module (7.2 °C) have no module lagging
+    its pump, so no alert; lag seconds add up over the day's hours (a heater lag straddling an hour boundary)
+    to ALERT_COOLING_LAG_S; first_seen is the first lagging reading; an aggregate from before the figure counts 0."""
+    healthy = next(vid for vid, facts in fleet.truth.items() if not facts["faults"])
+    path = sorted((fleet.directory / "aggregated").glob("aggregated-*.json"))[0]
+    block = next(b for b in orjson.loads(path.read_bytes())["analytics"]["vehicles"] if b["vehicle_id"] == healthy)
+    settings = AggregatorSettings()
+
+    def hour(i: int, spread_p95: float, lag_s: float, heating: bool = False, warm: bool = False) -> fleet_health.Hour:
+        case = {"readings": 3000, "p95_c": 5.0 if lag_s else 2.5, "seconds": lag_s}
+        none = {"readings": 0, "p95_c": None, "seconds": 0.0}
+        lag = {"cooling": none if heating else case, "heating": case if heating else none, "reason": None,
+               "first": f"2026-01-15T{i:02d}:40:00Z" if lag_s else None}  # fmt: skip
+        temperature = block["temperature"] | {"minutes_above_warning": 3.0 if warm else 0.0, "max_c": 47.0}
+        changed = {"cooled_temp_spread_c": {"readings": 3000, "p95": spread_p95, "max": spread_p95 + 0.5},
+                   "module_lag": lag, "temperature": temperature}  # fmt: skip
+        return fleet_health.Hour(START.replace(hour=i), block | changed)
+
+    def cooling(hours: list[fleet_health.Hour]) -> list[dict[str, Any]]:
+        return [a for a in fleet_health.alerts_for(healthy, hours, settings) if a["kind"] == "cooling_fault"]
+
+    assert cooling([hour(13, 6.4, 0.0), hour(23, 6.3, 0.0)]) == []  # a healthy aged pack, DC charging at -4 °C
+    assert cooling([hour(12, 7.2, 0.0)]) == []  # a weak cell's module
+    assert cooling([hour(17, 6.5, 100.0, heating=True)]) == []  # under the 120 s of a day
+    (alert,) = cooling([hour(16, 3.0, 0.0), hour(17, 6.5, 81.0, heating=True), hour(18, 5.1, 63.0, heating=True)])
+    assert (alert["first_seen"], alert["severity"]) == ("2026-01-15T17:40:00Z", "warning")
+    assert alert["evidence"]["lag_s"] == 144.0 and list(alert["evidence"]["lag_s_by_hour"]) == [
+        "2026-01-15T17",
+        "2026-01-15T18",
+    ]
+    (hot,) = cooling([hour(2, 10.7, 2962.0, warm=True)])
+    assert hot["severity"] == "critical" and hot["evidence"]["lag_p95_c_max"] == 5.0
+    older = {k: v for k, v in block.items() if k != "module_lag"}
+    assert cooling([fleet_health.Hour(START, older)]) == []

@@ -310,7 +310,8 @@ def test_a_full_disk_ends_the_run_with_an_error_instead_of_hanging() -> None:
 
 
 def test_step_and_send_sends_every_snapshot_then_closes_the_pipe() -> None:
-    """The worker's job, run here: build the fleet, send each tick's snapshot in order, close its end."""
+    """The worker's job, run here: build the fleet, send each tick's snapshot in order, then its faults'
+    expressions, close its end."""
     receiving, sending = multiprocessing.Pipe(duplex=False)
     simulator._step_and_send(partial(Fleet, 1, 0, 94.0), 3, 0.2, sending)  # small pickles: the pipe buffers them
     assert sending.closed
@@ -319,6 +320,7 @@ def test_step_and_send_sends_every_snapshot_then_closes_the_pipe() -> None:
         got = receiving.recv()
         for field in dataclasses.fields(want):
             np.testing.assert_array_equal(getattr(got, field.name), getattr(want, field.name))
+    assert receiving.recv() == {}  # last, the fleet's cooling-fault expressions (none here) for the truth
     with pytest.raises(EOFError):
         receiving.recv()
     receiving.close()

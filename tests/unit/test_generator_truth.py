@@ -13,11 +13,11 @@ import orjson
 import pytest
 
 from src.common.schema import parse_timestamp
-from src.generator.battery_model import CAPACITY_VARIANTS_AH, Fleet
-from src.generator.health import FaultKind, HealthOptions
+from src.generator.battery_model import CAPACITY_VARIANTS_AH, Activity, Fleet
+from src.generator.health import Fault, FaultKind, HealthOptions, HealthPlan
 from src.generator.readings import vehicle_ids
 from src.generator.simulator import PARALLEL_MIN_VEHICLES, SimulatorOptions, main, write_offline
-from src.generator.truth import truth_document
+from src.generator.truth import truth_document, with_expressions
 from tests.fakes import API_KEY, FakeReceiver
 
 START = "2026-01-15T08:00:00Z"
@@ -162,3 +162,50 @@ def test_live_run_writes_the_truth_before_its_first_tick_with_starts_on_its_sche
     for start in starts:
         assert (start - stamps[0]) % timedelta(milliseconds=200) == timedelta(0)
         assert start <= stamps[-1]
+
+
+def _cooling_fleet(ambient_c: float, activity: Activity) -> tuple[Fleet, list[str], dict[str, Any]]:
+    """One vehicle with a cooling fault from the start at ``ambient_c``, held in ``activity``; its truth."""
+    plan = HealthPlan(faults=(Fault(0, FaultKind.COOLING, 0.0, 0.1, module=2),))
+    fleet = Fleet(1, 5, ambient_c=ambient_c, health=plan)
+    ids = vehicle_ids(1)
+    document = truth_document(fleet, ids, datetime(2026, 1, 15, tzinfo=UTC), timedelta(seconds=1))
+    fleet.hold(activity, charger_w=50_000.0)
+    for _ in range(120):
+        fleet.step(1.0)
+    return fleet, ids, document
+
+
+def test_a_cooling_fault_is_expressed_when_its_modules_pump_first_runs_and_latent_if_never() -> None:
+    """Protects the truth's latent marking: a cooling fault changes no reading until coolant (or the heater)
+    is pumped through its module; ``expressed`` is that reading's stamp, ``null`` if it never happened."""
+    start, second = datetime(2026, 1, 15, tzinfo=UTC), timedelta(seconds=1)
+    warm, ids, document = _cooling_fleet(32.0, Activity.DRIVING)  # above 30 °C and active: the coolant runs
+    (record,) = warm.fault_expressions().values()
+    assert record.expressed_s == 0.0 and record.cooled_s == 120.0 and record.heated_s == 0.0
+    (fault,) = with_expressions(document, warm.health.faults, warm.fault_expressions(), ids, start, second)["vehicles"][
+        "veh-00001"
+    ]["faults"]
+    assert (fault["expressed"], fault["cooled_s"]) == ("2026-01-15T00:00:00.000000Z", 120.0)
+    assert "expressed" not in document["vehicles"]["veh-00001"]["faults"][0]  # the first truth is left as it was
+    cold, ids, document = _cooling_fleet(-5.0, Activity.PARKED)  # parked in the cold: no pump ever
+    (fault,) = with_expressions(document, cold.health.faults, cold.fault_expressions(), ids, start, second)["vehicles"][
+        "veh-00001"
+    ]["faults"]
+    assert (fault["expressed"], fault["cooled_s"], fault["heated_s"]) == (None, 0.0, 0.0)
+    charging, _, _ = _cooling_fleet(-5.0, Activity.CHARGING)  # charging in the cold: the heater runs
+    (record,) = charging.fault_expressions().values()
+    assert record.expressed_s == 0.0 and record.heated_s == 120.0
+    never_started = with_expressions(
+        document, (Fault(0, FaultKind.COOLING, 9e9, 0.1, module=2),), {}, ids, start, second
+    )
+    assert never_started["vehicles"]["veh-00001"]["faults"][0]["expressed"] is None
+
+
+def test_the_offline_truth_is_rewritten_at_the_end_only_when_a_cooling_fault_needs_it(tmp_path: Path) -> None:
+    """The readings never change; the truth gains ``expressed`` for a cooling fault at the run's end."""
+    _, document = offline_run(tmp_path, "--aging", "--faults", "4", "--fault-kinds", "cooling,weak_cell")
+    faults = [f for entry in document["vehicles"].values() for f in entry["faults"]]
+    assert {f["kind"] for f in faults} == {"cooling", "weak_cell"}
+    for fault in faults:
+        assert ("expressed" in fault) == (fault["kind"] == "cooling")

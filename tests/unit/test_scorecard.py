@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from src.aggregator import scorecard
@@ -20,13 +21,19 @@ from src.aggregator import scorecard
 SMALL = scorecard.Targets(capacity_pct=1.0, resistance_pct=5.0, recall=1.0, precision=1.0, lead_hours=1.0)
 
 
+RUN = {"duration_s": 2 * 3600, "faults_at_start": 2, "fault_kinds": "weak_cell,sensor_bias", "targets": SMALL}
+
+
 @pytest.fixture(scope="module")
-def card(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def scored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     lines: list[str] = []
-    return scorecard.run(
-        tmp_path_factory.mktemp("scorecard"), 4, 1, 2, 1000, 3, duration_s=2 * 3600, faults_at_start=2,
-        fault_kinds="weak_cell,sensor_bias", targets=SMALL, progress=lines.append,
-    )  # fmt: skip
+    directory = tmp_path_factory.mktemp("scorecard")
+    return directory, scorecard.run(directory, 4, 1, 2, 1000, 3, progress=lines.append, **RUN)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def card(scored: tuple[Path, dict[str, Any]]) -> dict[str, Any]:
+    return scored[1]
 
 
 def test_the_small_fleet_meets_its_tolerances_against_the_truth(card: dict[str, Any], tmp_path: Path) -> None:
@@ -42,7 +49,7 @@ def test_the_small_fleet_meets_its_tolerances_against_the_truth(card: dict[str, 
         assert (row["capacity_error_pct"] is None) == (row["capacity_reason"] is not None)
     assert card["met"] and all(t["met"] for t in card["targets"])
     table = scorecard.render_table(card)
-    assert "| weak_cell (weak_cell) | 1 | 1 | 1.00 | 1.00 |" in table and "- none" in table
+    assert "| weak_cell (weak_cell) | 1 | - | 1 | 1.00 | 1.00 |" in table and "- none" in table
     scorecard.plot(card, tmp_path / "card.png")
     assert (tmp_path / "card.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -114,3 +121,53 @@ def test_precision_recall_lead_time_and_errors_on_hand_made_documents() -> None:
     assert not met["self_discharge: lead time ≤ 24 h"] and met["sensor_bias: lead time ≤ 24 h"]
     assert "cooling: recall ≥ 1" not in met  # never injected: not judged
     assert "n/a: no hour had a qualifying SOC swing" in scorecard.render_table(card)
+
+
+def test_reuse_rescores_the_same_run_without_simulating_and_refuses_another(
+    scored: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Protects --reuse: an --out directory holding this configuration's truth and raw/ is re-scored as it
+    was (no simulation); another configuration, or a directory without a run, is refused, never mis-scored."""
+    directory, card = scored
+    lines: list[str] = []
+    again = scorecard.run(directory, 4, 1, 2, 1000, 3, progress=lines.append, reuse=True, **RUN)  # type: ignore[arg-type]
+    assert again["kinds"] == card["kinds"] and again["targets"] == card["targets"]
+    assert lines[0].startswith("reusing") and not any("simulating" in line for line in lines)
+    with pytest.raises(RuntimeError, match="holds a run of"):
+        scorecard.run(directory, 4, 1, 2, 1000, 4, reuse=True, **RUN)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="holds no earlier run"):
+        scorecard.run(tmp_path / "empty", 4, 1, 2, 1000, 3, reuse=True, **RUN)  # type: ignore[arg-type]
+    # A run from before configuration.json: scorecard.json's configuration is checked instead; no raw/: refused.
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "truth.json").write_bytes((directory / "truth.json").read_bytes())
+    old = {
+        "configuration": {k: v for k, v in card["configuration"].items() if k not in ("faults_at_start", "fault_kinds")}
+    }
+    (tmp_path / "old" / "scorecard.json").write_bytes(orjson.dumps(old))
+    with pytest.raises(RuntimeError, match="no laid-out hour"):
+        scorecard.run(tmp_path / "old", 4, 1, 2, 1000, 3, duration_s=2 * 3600, reuse=True)
+    with pytest.raises(RuntimeError, match="holds a run of"):  # scorecard.json without its two keys: 0 and None
+        scorecard.run(tmp_path / "old", 4, 1, 2, 1000, 3, reuse=True, **RUN)  # type: ignore[arg-type]
+
+
+def test_a_latent_fault_is_listed_apart_and_left_out_of_recall_with_lead_from_expression() -> None:
+    """Protects the latent marking: a cooling fault the truth says never pumped (``expressed`` null) is listed
+    as latent, not missed, and not in recall's denominator; an expressed one is judged, with its lead time
+    from the start and from its expression; a kind whose faults were all latent is not judged."""
+    truth = {
+        "a": _truth("cooling", "2026-01-01T10:00:00.000000Z", expressed="2026-01-01T20:00:00.000000Z"),
+        "b": _truth("cooling", "2026-01-01T11:00:00.000000Z", expressed=None),
+        "c": _truth("cooling", "2026-01-01T12:00:00.000000Z"),  # a truth from before the key: judged as shown
+    }
+    day = {"vehicles": [_vehicle(v, 80.0, 100.0) for v in "abc"],
+           "alerts": [_alert("a", "cooling_fault", "2026-01-01T21:00:00Z")]}  # fmt: skip
+    card = scorecard.score(truth, {date(2026, 1, 1): day})
+    cooling = card["kinds"]["cooling"]
+    assert cooling["latent"] == ["b"] and cooling["missed"] == ["c"] and cooling["recall"] == 0.5
+    assert cooling["lead_hours"] == {"a": 11.0} and cooling["lead_hours_from_expressed"] == {"a": 1.0}
+    assert "| cooling (cooling_fault) | 3 | b | 1 | 1.00 | 0.50 | a 11.00 | a 1.00 | c |" in scorecard.render_table(
+        card
+    )
+    only_latent = scorecard.score({"b": truth["b"]}, {date(2026, 1, 1): day | {"alerts": []}})
+    assert only_latent["kinds"]["cooling"]["recall"] is None and only_latent["met"]
+    assert not any(t["target"].startswith("cooling") for t in only_latent["targets"])
