@@ -279,6 +279,15 @@ class DashboardSettings(CommonSettings):
         300.0, ge=10, le=3_600, description="Span of the charts and of the latency percentiles (kept in memory)"
     )
     dashboard_scrape_timeout_s: float = Field(2.0, gt=0, le=30, description="Bound on one scrape or SQS call")
+    dashboard_vehicle_points: int = Field(
+        1000, ge=50, le=10_000, description="Vehicle page: at most this many points per chart (min/max buckets beyond)"
+    )
+    dashboard_vehicle_max_window_h: float = Field(
+        168.0, gt=0, le=744, description="Vehicle page: the longest window one may ask for, in hours"
+    )
+    dashboard_vehicle_health_days: int = Field(
+        30, ge=1, le=366, description="Vehicle page: days of fleet-health documents in the health trend and alerts"
+    )
 
     @property
     def receiver_metrics(self) -> str:

@@ -27,8 +27,11 @@ from src.common.aws import sqs_client
 from src.common.logs import LOG_FORMAT, configure_logging
 from src.common.settings import DashboardSettings
 from src.dashboard.auth import TokenGate
+from src.dashboard.fleet import Fleet
+from src.dashboard.fleet_routes import router as fleet_router
 from src.dashboard.pipeline import Pipeline
 from src.dashboard.sources import QueueProbe, hour_files, redact, scrape
+from src.dashboard.vehicle import router as vehicle_router
 
 log = logging.getLogger("src.dashboard")
 
@@ -76,6 +79,9 @@ def _lifespan(given: DashboardSettings | None) -> Callable[[FastAPI], Any]:
             pipeline = build_pipeline(settings, session, QueueProbe(client, settings))
             app.state.pipeline = pipeline
             poller = asyncio.create_task(pipeline.run(), name="dashboard-poller")
+            fleet = Fleet(settings.raw_dir, settings.curated_dir, settings.aggregated_dir, settings.dashboard_refresh_s)
+            app.state.fleet = fleet
+            fleet_task = asyncio.create_task(fleet.run(), name="dashboard-fleet")
             app.state.settings = settings  # from here on the token gate lets requests through
             log.info(
                 "dashboard ready: receiver %s, %d consumer(s), queue %s, every %g s%s",
@@ -90,8 +96,11 @@ def _lifespan(given: DashboardSettings | None) -> Callable[[FastAPI], Any]:
             finally:
                 app.state.settings = None
                 poller.cancel()
+                fleet_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fleet_task
 
     return lifespan
 
@@ -111,6 +120,8 @@ def create_app(settings: DashboardSettings | None = None) -> TokenGate:
     )
     api.state.settings = None
     api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    api.include_router(fleet_router)
+    api.include_router(vehicle_router)
     page = PIPELINE_PAGE.read_text(encoding="utf-8")
 
     @api.get("/", include_in_schema=False)

@@ -1,0 +1,56 @@
+"""The fleet page's routes: ``/fleet`` (the page) and ``/api/fleet`` (its JSON), behind the app's token gate.
+
+``?hour=YYYY-MM-DDTHH`` picks a past hour; anything else there is a ``400`` that says what
+is expected (an HTML page for ``/fleet``, ``{"error": ...}`` for the API). The page's own
+script reads the hour from its URL, so the page itself carries no data and no inline script.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from src.dashboard.fleet import BadHour, Fleet, parse_hour
+
+FLEET_PAGE = Path(__file__).parent / "static" / "fleet.html"
+BAD_HOUR_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Bad hour · Fleet</title>
+<link rel="stylesheet" href="/static/dashboard.css"></head>
+<body><h1>Fleet</h1><p class="problem">400 Bad Request: {message}</p>
+<p><a href="/fleet">The live fleet</a></p></body></html>
+"""
+
+router = APIRouter()
+_page: list[str] = []
+
+
+def page_text() -> str:
+    """fleet.html, read once."""
+    if not _page:
+        _page.append(FLEET_PAGE.read_text(encoding="utf-8"))
+    return _page[0]
+
+
+@router.get("/fleet", response_class=HTMLResponse)
+async def fleet_page(hour: str | None = None) -> Response:
+    if hour is not None:
+        try:
+            parse_hour(hour)
+        except BadHour as exc:
+            return HTMLResponse(BAD_HOUR_PAGE.format(message=html.escape(str(exc))), status_code=400)
+    return HTMLResponse(page_text())
+
+
+@router.get("/api/fleet")
+async def fleet_api(request: Request, hour: str | None = None) -> Response:
+    fleet: Fleet = request.app.state.fleet
+    if hour is None:
+        return Response(fleet.live_body(), media_type="application/json")
+    try:
+        moment = parse_hour(hour)
+    except BadHour as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    return Response(await fleet.hour_view(moment), media_type="application/json")
