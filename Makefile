@@ -8,7 +8,7 @@ VEHICLES ?= 10
 DURATION ?= 60
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck pytest aws setup receiver consumer simulate aggregate clean
+.PHONY: demo dashboard test lint typecheck pytest aws setup receiver consumer simulate aggregate clean
 
 # Stamp files make re-runs skip installs unless the requirement files changed. The pinned
 # set first, then the project itself (editable, so the checkout is what runs) without
@@ -26,6 +26,11 @@ $(BIN)/.test: $(BIN)/.runtime requirements-test.txt
 ## demo: the whole pipeline on the embedded AWS, with a summary; non-zero if a reading is lost
 demo: $(BIN)/.runtime
 	$(BIN)/python scripts/demo.py --vehicles $(VEHICLES) --duration $(DURATION)
+
+## dashboard: the embedded stack with a simulated fleet streaming until Ctrl-C, plus the dashboard on
+## http://127.0.0.1:8050 (pages /pipeline, /fleet, /vehicles/<id>); ARGS="--dashboard-port 8051 ..." for more
+dashboard: $(BIN)/.runtime
+	$(BIN)/python scripts/dashboard.py --vehicles $(VEHICLES) $(ARGS)
 
 ## test: lint, type-check, then every test with the coverage gate
 test: lint typecheck pytest

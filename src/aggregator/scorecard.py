@@ -13,10 +13,8 @@ Definitions and the latest table: docs/battery-analytics.md, "Scorecard".
 from __future__ import annotations
 
 import statistics
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -26,11 +24,9 @@ import orjson
 
 from src.aggregator import analytics, fleet_health
 from src.aggregator.hourly_stats import curate_and_aggregate
-from src.common.layout import raw_hour_dir
-from src.common.schema import format_timestamp
+from src.common.offline import START, Progress, lay_out, quiet, simulate
 from src.common.settings import AggregatorSettings
 
-START = datetime(2026, 1, 1, tzinfo=UTC)
 KIND_OF_FAULT = {
     "weak_cell": "weak_cell",
     "self_discharge": "self_discharge",
@@ -55,89 +51,10 @@ class Targets:
     lead_hours: float = 24.0
 
 
-Progress = Callable[[str], None]
+# --- Run the jobs ---------------------------------------------------------------
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
-# --- Simulate, lay out, run the jobs ---------------------------------------------------------------
-
-
-def simulate(
-    directory: Path,
-    vehicles: int,
-    days: int,
-    faults: int,
-    rate_ms: int,
-    seed: int,
-    *,
-    duration_s: int | None = None,
-    faults_at_start: int = 0,
-    fault_kinds: str | None = None,
-    start: datetime = START,
-    progress: Progress = _quiet,
-) -> tuple[Path, Path]:
-    """Run the simulator offline from ``start``; returns (readings JSONL, truth JSON)."""
-    jsonl, truth = directory / "readings.jsonl", directory / "truth.json"
-    duration = duration_s if duration_s is not None else days * 86400
-    command = [
-        sys.executable, "-m", "src.generator.simulator", "--vehicles", str(vehicles), "--duration", str(duration),
-        "--rate-ms", str(rate_ms), "--seed", str(seed), "--aging", "--faults", str(faults),
-        "--truth-json", str(truth), "--output", str(jsonl), "--start", format_timestamp(start),
-    ]  # fmt: skip
-    if faults_at_start:
-        command += ["--faults-at-start", str(faults_at_start)]
-    if fault_kinds:
-        command += ["--fault-kinds", fault_kinds]
-    expected = vehicles * duration * 1000 // rate_ms
-    progress(f"simulating {vehicles} vehicles x {duration} s at {rate_ms} ms: {expected:,} readings")
-    started = time.monotonic()
-    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as child:
-        while True:
-            try:
-                child.wait(timeout=30)
-                break
-            except subprocess.TimeoutExpired:
-                size = jsonl.stat().st_size if jsonl.exists() else 0
-                progress(f"  simulating: {size / 1e6:,.0f} MB written, {time.monotonic() - started:,.0f} s")
-        error = child.stderr.read().decode(errors="replace") if child.stderr else ""
-    if child.returncode != 0:
-        raise RuntimeError(f"the simulator exited {child.returncode}: {error.strip()[-2000:]}")
-    progress(f"  simulated in {time.monotonic() - started:,.0f} s")
-    return jsonl, truth
-
-
-def lay_out(jsonl: Path, raw_dir: Path, progress: Progress = _quiet) -> list[datetime]:
-    """The simulator's offline lines as the consumer stores them: one batch file per hour, received when stamped.
-
-    Lines are edited as bytes (the offline form is fixed: ``{"timestamp":"<27 characters>",...}``), which is
-    several times faster than parsing 40 million of them.
-    """
-    files: dict[datetime, Any] = {}
-    marker = b'"timestamp":"'
-    count = 0
-    try:
-        with jsonl.open("rb") as lines:
-            for line in lines:
-                at = line.index(marker) + len(marker)
-                stamp = line[at : line.index(b'"', at)]
-                hour = datetime.fromisoformat(stamp[:13].decode() + ":00:00+00:00")
-                if hour not in files:
-                    directory = raw_hour_dir(raw_dir, hour)
-                    directory.mkdir(parents=True, exist_ok=True)
-                    files[hour] = (directory / f"batch-{int(hour.timestamp() * 1000)}.jsonl").open("wb")
-                    progress(f"  laying out {hour:%Y-%m-%dT%H} ({count:,} readings so far)")
-                files[hour].write(line.rstrip()[:-1] + b',"ingest_received_at":"' + stamp + b'"}\n')
-                count += 1
-    finally:
-        for handle in files.values():
-            handle.close()
-    return sorted(files)
-
-
-def run_jobs(directory: Path, hours: Sequence[datetime], progress: Progress = _quiet) -> dict[date, dict[str, Any]]:
+def run_jobs(directory: Path, hours: Sequence[datetime], progress: Progress = quiet) -> dict[date, dict[str, Any]]:
     """The hourly job for every hour, then the daily job for every day in order; returns each day's document."""
     settings = AggregatorSettings(data_dir=directory, s3_bucket=None)
     thresholds = analytics.Thresholds.from_settings(settings)
@@ -396,7 +313,7 @@ def run(
     faults_at_start: int = 0,
     fault_kinds: str | None = None,
     targets: Targets = Targets(),
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
     reuse: bool = False,
 ) -> dict[str, Any]:
     """Simulate, lay out, run the hourly and daily jobs and score them; the JSONL is removed once laid out.

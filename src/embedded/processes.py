@@ -15,7 +15,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a server could listen on loopback ``port`` now: nobody listens there. Connections of a server
+    stopped a moment ago (TIME_WAIT) do not count, as servers bind with SO_REUSEADDR (uvicorn, moto)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -1,4 +1,4 @@
-"""Bring up the whole pipeline on this machine: moto's server, the receiver, the consumers.
+"""Bring up the whole pipeline on this machine: moto's server, the receiver, the consumers (and the dashboard).
 
 Every service runs as its own process with the contract's command, configured only
 through environment variables; queues (and with ``s3_bucket`` the bucket) are provisioned
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -52,6 +54,9 @@ class StackConfig:
     """Turns the S3 tier on (the bucket is created at start)."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra settings for every service (BATCH_SIZE, LOG_LEVEL, ...)."""
+    own_process_groups: bool = False
+    """Start each service in a process group of its own, so a terminal's Ctrl-C reaches only the
+    program owning the stack, which then stops the services in order (``make dashboard``, ``make demo``)."""
 
 
 @dataclass
@@ -81,6 +86,10 @@ class EmbeddedStack:
         self.queues: Queues | None = None
         self.metrics_ports: dict[str, int] = {}
         """Each consumer's METRICS_PORT, by service name."""
+        self.scratch_dirs: list[Path] = []
+        """Directories the services needed (the receiver workers' metrics), removed by :meth:`stop`."""
+        self.dashboard_port: int | None = None
+        """The dashboard's port once :meth:`start_dashboard` started it."""
 
     @property
     def aws_endpoint(self) -> str:
@@ -154,7 +163,11 @@ class EmbeddedStack:
         command += ["--port", str(self.receiver_port), "--no-access-log"]
         # With workers, uvicorn's info lines name each worker's pid and say when its startup completed.
         command += ["--log-level", "warning"] if workers == 1 else ["--workers", str(workers), "--log-level", "info"]
-        service = self._spawn("receiver", command)
+        extra = {}
+        if workers > 1:  # /metrics sums every worker's values (src/receiver/metrics.py): a fresh, empty directory
+            self.scratch_dirs.append(Path(tempfile.mkdtemp(prefix="receiver-metrics-")))
+            extra["PROMETHEUS_MULTIPROC_DIR"] = str(self.scratch_dirs[-1])  # prometheus_client's own variable
+        service = self._spawn("receiver", command, extra)
         self._wait_http(f"{self.receiver_url}/health", "receiver")
         if workers > 1:
             self._wait_until(
@@ -162,6 +175,32 @@ class EmbeddedStack:
                 f"{workers} receiver workers",
                 service,
             )
+        return service
+
+    @property
+    def dashboard_url(self) -> str:
+        if self.dashboard_port is None:
+            raise RuntimeError("the dashboard is not started: call start_dashboard() first")
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def start_dashboard(self, port: int = 0, env: dict[str, str] | None = None) -> Service:
+        """The dashboard (the contract's uvicorn command) on 127.0.0.1:``port`` (0: a free one), pointed at
+        this stack's receiver, consumers, queue and DATA_DIR, once it answers HTTP (``/pipeline`` 200, or
+        401 when DASHBOARD_TOKEN is set). Start it after the consumers: :meth:`stop` then stops it first."""
+        port = port or free_port()
+        if not port_is_free(port):
+            raise RuntimeError(f"port {port} is in use: stop what listens there, or choose another port")
+        self.dashboard_port = port
+        settings = {
+            "RECEIVER_URL": self.receiver_url,
+            "CONSUMER_METRICS_URLS": ",".join(f"http://127.0.0.1:{p}/metrics" for p in self.metrics_ports.values()),
+        }
+        command = [sys.executable, "-m", "uvicorn", "src.dashboard.app:app", "--host", "127.0.0.1"]
+        command += ["--port", str(port), "--no-access-log"]
+        service = self._spawn("dashboard", command, settings | (env or {}))
+        self._wait_until(
+            lambda: _http_status(f"{self.dashboard_url}/pipeline") in (200, 401), "the dashboard to answer", service
+        )
         return service
 
     def receiver_workers(self) -> list[int]:
@@ -201,6 +240,9 @@ class EmbeddedStack:
         for service in reversed(self.services):
             _stop_process(service)
         self.services.clear()
+        for directory in self.scratch_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+        self.scratch_dirs.clear()
 
     def terminate(self, name: str, grace_s: float = 20.0) -> int:
         """Stop the service ``name`` as an operator would (SIGTERM, SIGKILL after ``grace_s``)
@@ -229,9 +271,11 @@ class EmbeddedStack:
             return self.start_aws()
         if name == "receiver":
             return self.start_receiver()
+        if name == "dashboard":
+            return self.start_dashboard(self.dashboard_port or 0)
         if name.startswith("consumer-") and name.removeprefix("consumer-").isdigit():
             return self.start_consumer(int(name.removeprefix("consumer-")))
-        raise ValueError(f"no service called {name!r}: moto, receiver or consumer-N")
+        raise ValueError(f"no service called {name!r}: moto, receiver, consumer-N or dashboard")
 
     def settings(self) -> QueueSettings:
         """Settings that reach this stack's AWS and queue, for scripts and tests acting on it."""
@@ -258,6 +302,7 @@ class EmbeddedStack:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            process_group=0 if self.config.own_process_groups else None,
         )
         service = Service(name, process, log_path, log_file, log_start)
         self.services.append(service)
@@ -266,14 +311,7 @@ class EmbeddedStack:
     def _wait_http(self, url: str, name: str, timeout_s: float = 60.0) -> None:
         """Wait until ``url`` answers 200, failing early with the log if the process died."""
 
-        def answers() -> bool:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    return bool(response.status == 200)
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                return False
-
-        self._wait_until(answers, f"{name} to answer at {url}", self.service(name), timeout_s)
+        self._wait_until(lambda: _http_status(url) == 200, f"{name} to answer at {url}", self.service(name), timeout_s)
 
     @staticmethod
     def _wait_until(check: Callable[[], bool], what: str, service: Service, timeout_s: float = 60.0) -> None:
@@ -297,6 +335,17 @@ def exit_on_sigterm() -> None:
     service the stack started.
     """
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def _http_status(url: str) -> int | None:
+    """The HTTP status ``url`` answers with (errors included); None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
 
 
 def _stop_process(service: Service, grace_s: float = 20.0) -> int:

@@ -9,6 +9,13 @@ aggregate, local and in S3) and the daily fleet-health job for every UTC day the
 the curated hours, and stops everything it started. Data goes to DATA_DIR (``data`` by
 default), logs to ``DATA_DIR/logs``.
 
+The dashboard (the contract's uvicorn command, port 8050) runs beside the stack from the
+start, so its URL, printed at once and in the summary, shows the demo's readings live. When
+stdin is a terminal the demo then keeps the stack and the dashboard up until Enter or Ctrl-C
+(``--no-wait``: stop at once); otherwise (CI, a pipe) it stops at once (``--wait``: until
+SIGINT or SIGTERM). Services run in process groups of their own, so Ctrl-C reaches only
+the demo, which stops them in order; no process is left behind.
+
 The fleet is aged (``--aging``) and one vehicle has a fault from its first reading
 (``--faults 1 --faults-at-start 1 --fault-kinds KIND``, ``--fault-kind`` here). The default
 kind is ``sensor_bias``: the daily job's ``sensor_inconsistency`` alert needs only readings
@@ -21,7 +28,9 @@ fault the heat of sustained load.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,6 +65,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of simulated driving")
     parser.add_argument("--moto-port", type=int, default=4566)
     parser.add_argument("--receiver-port", type=int, default=8000)
+    parser.add_argument("--dashboard-port", type=int, default=8050)
+    parser.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        help="keep the stack and the dashboard up after the summary until Enter or Ctrl-C "
+        "(default: when stdin is a terminal)",
+    )
     parser.add_argument("--data-dir", type=Path, help="default: DATA_DIR")
     parser.add_argument("--persist-timeout", type=float, default=60.0)
     parser.add_argument(
@@ -73,6 +89,7 @@ ALERT_OF = {
 }
 """The simulator's fault kinds and the daily job's alert kind for each (docs/battery-analytics.md)."""
 WHY = {"sensor_bias": "a biased pack-voltage sensor, visible from the first reading"}
+QUERY_INTRO = "Query the curated hours with DuckDB (python -c, the duckdb CLI, or any SQL engine; docs/querying.md):"
 DEMO_QUERY = """SELECT vehicle_id, count(*) AS readings, round(min(battery_soc), 1) AS soc_min,
        round(max(battery_soc), 1) AS soc_max, round(max(cell_temp_max), 1) AS hottest_cell_c
 FROM read_parquet('{glob}', hive_partitioning = true)
@@ -212,9 +229,24 @@ def wait_uploaded(stack: EmbeddedStack, files: set[Path], timeout_s: float) -> s
         time.sleep(0.2)
 
 
+def hold(wait: bool) -> None:
+    """With ``wait``, keep everything up until Enter (stdin a terminal) or Ctrl-C/SIGTERM; else return at once."""
+    if not wait:
+        return
+    if sys.stdin.isatty():
+        say("the stack and the dashboard stay up: press Enter (or Ctrl-C) to stop them")
+        with contextlib.suppress(EOFError, KeyboardInterrupt):
+            input()
+        return
+    say("the stack and the dashboard stay up until SIGINT or SIGTERM")
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.pause()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     exit_on_sigterm()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored (a background job)
     settings = GeneratorSettings()
     data_dir = (args.data_dir or settings.data_dir).resolve()
     config = StackConfig(
@@ -224,12 +256,15 @@ def main(argv: list[str] | None = None) -> int:
         moto_port=args.moto_port,
         receiver_port=args.receiver_port,
         s3_bucket=settings.s3_bucket or DEFAULT_BUCKET,
+        own_process_groups=True,
     )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="demo-") as tmp, EmbeddedStack(config) as stack:
         say(f"embedded AWS at {stack.aws_endpoint}, receiver at {stack.receiver_url}, consumer running")
         say(f"S3 tier on: batch files are copied to s3://{config.s3_bucket}/raw/")
         say(f"data in {data_dir}, logs in {config.log_dir}")
+        stack.start_dashboard(args.dashboard_port)
+        say(f"dashboard at {stack.dashboard_url}/pipeline: open it to watch the readings arrive")
         index = DiskIndex(data_dir / "raw")
         index.refresh()
         sim, accepted_log, faults = run_simulator(stack, args, Path(tmp))
@@ -241,29 +276,32 @@ def main(argv: list[str] | None = None) -> int:
         not_uploaded = wait_uploaded(stack, files, args.persist_timeout)
         hours = aggregate_hours(stack, index, found, data_dir)
         health = daily_health(stack, hours)
-    print()
-    print("Pipeline demo summary")
-    print(f"  sent       {sim.get('sent', 0)}")
-    print(f"  accepted   {len(accepted)}")
-    print(f"  persisted  {len(found)}")
-    print(f"  lost       {len(missing)}")
-    print(f"  end-to-end latency ms  P50 {e2e['p50']}  P95 {e2e['p95']}  P99 {e2e['p99']}")
-    print(f"  batch files written    {len(files)}")
-    print(f"  batch files in S3      {len(files) - len(not_uploaded)}  (s3://{config.s3_bucket}/raw/)")
-    for hour in hours:
-        curated_hour = data_dir / "curated" / hour_partition(hour) / "readings.parquet"
-        print(f"  curated    {curated_hour}")
-        print(f"             s3://{config.s3_bucket}/{s3_curated_prefix(hour)}readings.parquet")
-        print(f"  aggregate  {data_dir / 'aggregated' / aggregated_file_name(hour)}")
-        print(f"             s3://{config.s3_bucket}/{s3_aggregated_key(hour)}")
-    unalerted = print_health(faults, health)
-    if hours:
-        sql, answer = query_curated(data_dir / "curated")
-        print("\nQuery the curated hours with DuckDB (python -c, the duckdb CLI, or any SQL engine; docs/querying.md):")
-        print("\n".join(f"  {line}" for line in sql.splitlines()))
-        for row in answer:
-            print("   ", " | ".join(str(value) for value in row))
-    print(f"  took {time.perf_counter() - started:.1f} s")
+        print()
+        print("Pipeline demo summary")
+        print(f"  sent       {sim.get('sent', 0)}")
+        print(f"  accepted   {len(accepted)}")
+        print(f"  persisted  {len(found)}")
+        print(f"  lost       {len(missing)}")
+        print(f"  end-to-end latency ms  P50 {e2e['p50']}  P95 {e2e['p95']}  P99 {e2e['p99']}")
+        print(f"  batch files written    {len(files)}")
+        print(f"  batch files in S3      {len(files) - len(not_uploaded)}  (s3://{config.s3_bucket}/raw/)")
+        for hour in hours:
+            curated_hour = data_dir / "curated" / hour_partition(hour) / "readings.parquet"
+            print(f"  curated    {curated_hour}")
+            print(f"             s3://{config.s3_bucket}/{s3_curated_prefix(hour)}readings.parquet")
+            print(f"  aggregate  {data_dir / 'aggregated' / aggregated_file_name(hour)}")
+            print(f"             s3://{config.s3_bucket}/{s3_aggregated_key(hour)}")
+        unalerted = print_health(faults, health)
+        if hours:
+            sql, answer = query_curated(data_dir / "curated")
+            print(f"\n{QUERY_INTRO}")
+            print("\n".join(f"  {line}" for line in sql.splitlines()))
+            for row in answer:
+                print("   ", " | ".join(str(value) for value in row))
+        print(f"  dashboard  {stack.dashboard_url}/pipeline")
+        print(f"  took {time.perf_counter() - started:.1f} s", flush=True)
+        hold(args.wait if args.wait is not None else sys.stdin.isatty())
+    say("stopped every process it started")
     if missing:
         print(f"FAILED: {len(missing)} accepted readings are not on disk", file=sys.stderr)
         return 1

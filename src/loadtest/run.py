@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import secrets
@@ -22,6 +23,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,7 @@ from src.loadtest.sender import (
 )
 
 if TYPE_CHECKING:
+    from src.embedded.stack import EmbeddedStack
     from src.loadtest.latency_plot import LatencySeries
 
 __all__ = ["LoadRun", "build_report", "percentiles", "send_load", "wait_persisted"]
@@ -320,28 +323,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run_embedded(
+    args: argparse.Namespace, attach: Callable[[EmbeddedStack], AbstractContextManager[object]] | None = None
+) -> dict[str, Any]:
+    """``--embedded``: the load test against a stack of its own (temporary DATA_DIR), stopped afterwards.
+
+    ``attach``, when given, is entered once the stack is up and left after the report: what a
+    benchmark runs beside the pipeline (scripts/bench_dashboard_cost.py opens the dashboard in a browser).
+    """
+    from src.embedded.stack import EmbeddedStack, StackConfig
+
+    with tempfile.TemporaryDirectory(prefix="load-test-") as tmp:
+        config = StackConfig(
+            data_dir=Path(tmp) / "data",
+            log_dir=Path(tmp) / "logs",
+            api_key=secrets.token_hex(16),
+            consumers=args.consumers,
+            receiver_workers=args.receiver_workers,
+            s3_bucket=args.s3_bucket,
+        )
+        with EmbeddedStack(config) as stack:
+            progress(f"embedded stack up: receiver {stack.receiver_url}, AWS {stack.aws_endpoint}")
+            with attach(stack) if attach is not None else contextlib.nullcontext():
+                report = run_load_test(args, stack.receiver_url, config.api_key, config.data_dir, stack.cpu_seconds)
+            if args.s3_bucket:
+                report["s3_uploads"] = wait_uploads(list(stack.metrics_ports.values()), args.persist_timeout)
+                progress(f"S3 uploads: {report['s3_uploads']}")
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     # Imported here, not at the top: sender processes (spawned) re-import this module.
-    from src.embedded.stack import EmbeddedStack, StackConfig, exit_on_sigterm
+    from src.embedded.stack import exit_on_sigterm
 
     args = parse_args(argv)
     exit_on_sigterm()
     if args.embedded:
-        with tempfile.TemporaryDirectory(prefix="load-test-") as tmp:
-            config = StackConfig(
-                data_dir=Path(tmp) / "data",
-                log_dir=Path(tmp) / "logs",
-                api_key=secrets.token_hex(16),
-                consumers=args.consumers,
-                receiver_workers=args.receiver_workers,
-                s3_bucket=args.s3_bucket,
-            )
-            with EmbeddedStack(config) as stack:
-                progress(f"embedded stack up: receiver {stack.receiver_url}, AWS {stack.aws_endpoint}")
-                report = run_load_test(args, stack.receiver_url, config.api_key, config.data_dir, stack.cpu_seconds)
-                if args.s3_bucket:
-                    report["s3_uploads"] = wait_uploads(list(stack.metrics_ports.values()), args.persist_timeout)
-                    progress(f"S3 uploads: {report['s3_uploads']}")
+        report = run_embedded(args)
     else:
         settings = GeneratorSettings()
         api_key = settings.first_api_key

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from src.embedded.stack import EmbeddedStack, StackConfig
 from src.loadtest.disk_index import DiskIndex
 from src.loadtest.run import build_report, send_load, wait_persisted
 from tests.integration.checks import assert_aggregates_match
+from tests.integration.leftovers import processes_with_data_dir
 from tests.paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -114,13 +118,35 @@ def test_load_test_cli_embedded_reports_contract_fields(tmp_path: Path) -> None:
 
 
 def test_demo_runs_the_whole_pipeline_and_reports_nothing_lost(tmp_path: Path) -> None:
-    """`make demo`'s script, shortened and on free ports: summary printed, exit 0."""
+    """`make demo`'s script, shortened and on free ports: the dashboard answers while it runs, summary printed
+    with the dashboard's URL, exit 0, and (stdin not a terminal) it stops at once, leaving no process behind."""
     from src.embedded.processes import free_port
 
+    dashboard_port = free_port()
     command = [sys.executable, "scripts/demo.py", "--vehicles", "3", "--duration", "3"]
     command += ["--moto-port", str(free_port()), "--receiver-port", str(free_port())]
-    command += ["--data-dir", str(tmp_path / "data")]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    command += ["--dashboard-port", str(dashboard_port), "--data-dir", str(tmp_path / "data")]
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        demo = subprocess.Popen(command, cwd=REPO_ROOT, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while "[demo] dashboard at " not in out.read_text() and demo.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pipeline = f"http://127.0.0.1:{dashboard_port}/pipeline"
+        assert f"[demo] dashboard at {pipeline}" in out.read_text(), out.read_text()
+        with urllib.request.urlopen(pipeline, timeout=10) as response:
+            assert response.status == 200  # up while the demo runs
+        demo.wait(timeout=180)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    result = subprocess.CompletedProcess(command, demo.returncode, out.read_text(), err.read_text())
+    assert f"  dashboard  {pipeline}\n" in result.stdout
+    assert processes_with_data_dir((tmp_path / "data").resolve()) == [], "every process the demo started ended"
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", dashboard_port)) != 0, "nothing listens on the dashboard's port"
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "lost       0" in result.stdout
     assert "aggregate  " in result.stdout

@@ -16,11 +16,13 @@ import asyncio
 import secrets
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from src.common.layout import aggregated_file_name, hour_label
 from src.common.schema import NaturalKey, natural_key_of
@@ -40,6 +42,18 @@ RATE = 1000  # readings per second, one per request: ~3 s of concurrent requests
 def worker_cpu(pids: list[int]) -> dict[int, float]:
     used = {pid: process_cpu_seconds(pid) for pid in pids}
     return {pid: value for pid, value in used.items() if value is not None}
+
+
+def accepted_total(receiver_url: str) -> float:
+    """``receiver_readings_accepted_total`` as one scrape of the receiver's /metrics shows it."""
+    with urllib.request.urlopen(f"{receiver_url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return next(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "receiver_readings_accepted_total"
+    )
 
 
 def aggregate(stack: EmbeddedStack, hours: set[Any]) -> dict[str, dict[str, Any]]:
@@ -80,6 +94,9 @@ def test_two_receiver_workers_and_two_consumers_keep_every_reading_exactly(tmp_p
         assert index.misplaced == set(), "every reading sits in the partition of its ingest hour"
         aggregated = aggregate(stack, index.hours_holding(set(run.accepted)))
         assert stack.receiver_workers() == workers, "no worker died and was replaced"
+        # /metrics sums both workers (multiprocess mode), whichever worker answers the scrape.
+        counts = {accepted_total(stack.receiver_url) for _ in range(8)}
+        assert counts == {len(run.accepted)}, counts
     # Both workers served: each burned a real share of the receivers' CPU while the load ran.
     assert set(cpu_used) == set(workers)
     total = sum(cpu_used.values())

@@ -61,6 +61,10 @@ class FakeStack:
     def __init__(self, config: Any) -> None:
         self.config = config
         self.aws_endpoint = self.receiver_url = "http://127.0.0.1:1"
+        self.dashboard_url = ""
+
+    def start_dashboard(self, port: int) -> None:
+        self.dashboard_url = f"http://127.0.0.1:{port}"
 
     def __enter__(self) -> FakeStack:
         return self
@@ -127,8 +131,9 @@ def test_main_fails_on_what_it_promises_and_passes_otherwise(
     message: str,
 ) -> None:
     with patched(monkeypatch, accepted, missing, not_uploaded, faults, alerts):
-        status = demo.main(["--data-dir", str(tmp_path)])
-    err = capsys.readouterr().err
+        status = demo.main(["--data-dir", str(tmp_path), "--dashboard-port", "8051", "--no-wait"])
+    out, err = capsys.readouterr()
+    assert "  dashboard  http://127.0.0.1:8051/pipeline\n" in out  # in the summary, whatever the outcome
     assert status == (1 if message else 0)
     assert (err.startswith("FAILED: ") and message in err) if message else err == ""
 
@@ -149,3 +154,26 @@ def test_wait_uploaded_polls_until_s3_holds_every_batch_file(monkeypatch: pytest
     monkeypatch.setattr(demo.time, "sleep", lambda s: None)
     stack = argparse.Namespace(config=argparse.Namespace(s3_bucket="b"), settings=lambda: None)
     assert demo.wait_uploaded(stack, {Path("batch-1796431159302-e9981ac5_000005.jsonl")}, 5.0) == set()  # type: ignore[arg-type]
+
+
+def test_hold_returns_at_once_without_wait_and_on_enter_or_a_signal_with_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A person at a terminal keeps the dashboard until Enter; a pipe (CI) until SIGINT/SIGTERM; ``--no-wait`` never."""
+    waited: list[str] = []
+    monkeypatch.setattr("builtins.input", lambda: waited.append("enter") or "")
+
+    def pause() -> None:
+        waited.append("signal")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo.signal, "pause", pause)
+    demo.hold(False)
+    assert waited == []
+    monkeypatch.setattr(demo.sys.stdin, "isatty", lambda: True, raising=False)
+    demo.hold(True)
+    monkeypatch.setattr(demo.sys.stdin, "isatty", lambda: False, raising=False)
+    demo.hold(True)
+    assert waited == ["enter", "signal"]
+    out = capsys.readouterr().out
+    assert "press Enter (or Ctrl-C) to stop them" in out and "until SIGINT or SIGTERM" in out

@@ -19,6 +19,23 @@ def test_a_port_someone_listens_on_is_not_free() -> None:
     assert port_is_free(free_port())
 
 
+def test_a_port_whose_server_just_stopped_is_free_despite_its_connections_in_time_wait() -> None:
+    """`make dashboard` run again right after Ctrl-C: the stopped servers' closed connections linger in
+    TIME_WAIT for a minute, which a server binding with SO_REUSEADDR (uvicorn, moto) ignores."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server side closes first: its end of the connection goes to TIME_WAIT
+    client.recv(1)
+    client.close()
+    server.close()
+    assert port_is_free(port)
+
+
 def test_a_child_is_found_with_its_command_line_and_cpu_time() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
