@@ -14,7 +14,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,14 +28,12 @@ from src.common.settings import DashboardSettings
 from src.dashboard.auth import TokenGate
 from src.dashboard.fleet import Fleet
 from src.dashboard.fleet_routes import router as fleet_router
+from src.dashboard.pages import STATIC_DIR, page
 from src.dashboard.pipeline import Pipeline
 from src.dashboard.sources import QueueProbe, hour_files, redact, scrape
 from src.dashboard.vehicle import router as vehicle_router
 
 log = logging.getLogger("src.dashboard")
-
-STATIC_DIR = Path(__file__).parent / "static"
-PIPELINE_PAGE = STATIC_DIR / "pipeline.html"
 
 
 def _load_settings() -> DashboardSettings:
@@ -122,7 +119,7 @@ def create_app(settings: DashboardSettings | None = None) -> TokenGate:
     api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     api.include_router(fleet_router)
     api.include_router(vehicle_router)
-    page = PIPELINE_PAGE.read_text(encoding="utf-8")
+    pipeline_html = page("pipeline.html")
 
     @api.get("/", include_in_schema=False)
     async def index() -> Response:
@@ -130,7 +127,7 @@ def create_app(settings: DashboardSettings | None = None) -> TokenGate:
 
     @api.get("/pipeline", response_class=HTMLResponse)
     async def pipeline_page() -> Response:
-        return HTMLResponse(page)
+        return HTMLResponse(pipeline_html)
 
     @api.get("/api/pipeline")
     async def pipeline_api(request: Request) -> Response:

@@ -8,7 +8,7 @@ Two views, the same columns (docs/dashboard.md, "Fleet page"):
   and open alerts from the newest fleet-health document. Rebuilt by :class:`Fleet`'s
   background loop every ``DASHBOARD_REFRESH_S`` and kept serialised, so requests cost no I/O.
 - **a past hour** (``/api/fleet?hour=YYYY-MM-DDTHH``): each vehicle's last reading of that
-  hour from the curated Parquet (:mod:`src.dashboard.curated`), the hour's aggregate, and
+  hour from the curated Parquet (:func:`src.dashboard.queries.last_readings`), the hour's aggregate, and
   the fleet-health document of the hour's day. Built on request in a worker thread, cached
   while the files it came from are unchanged.
 
@@ -33,9 +33,9 @@ import orjson
 
 from src.common.layout import aggregated_file_name, fleet_health_file_name, hour_label, hour_start, parse_hour_label
 from src.common.settings import AggregatorSettings
-from src.dashboard import curated, reports
+from src.dashboard import queries, reports
 from src.dashboard.live import CHARGING, DRIVING, PARKED, Rules, Tailer, live_row
-from src.dashboard.reports import ReportError
+from src.dashboard.reports import ReportError, unreadable
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,8 @@ def read_cached(cached: Cached, path: Path, read: Callable[[], dict[str, Any] | 
         return cached
     try:
         return Cached(stamp, read(), None)
-    except ReportError as exc:
+    except ReportError as exc:  # shown on the page while the file stays as it is; logged once per change
+        log.warning("report %s: %s", path, exc)
         return Cached(stamp, None, str(exc))
 
 
@@ -357,7 +358,7 @@ class Fleet:
     @staticmethod
     def _analytics(cached: Cached, hour: str | None, notices: list[Notice]) -> dict[str, dict[str, Any]] | None:
         if cached.error is not None:
-            notices.append({"level": "error", "text": f"the aggregate cannot be read: {cached.error}"})
+            notices.append({"level": "error", "text": unreadable("the aggregate", cached.error)})
             return None
         if hour is None or cached.document is None:
             notices.append({"level": "info", "text": "no hourly aggregate yet: energy and sessions show once the "
@@ -366,7 +367,7 @@ class Fleet:
         try:
             analytics = analytics_of(cached.document, aggregated_file_name(parse_hour_label(hour)))
         except ReportError as exc:
-            notices.append({"level": "error", "text": f"the aggregate cannot be read: {exc}"})
+            notices.append({"level": "error", "text": unreadable("the aggregate", exc)})
             return None
         if analytics is None:
             notices.append({"level": "warning", "text": f"the aggregate of {hour} has no analytics block "
@@ -376,7 +377,7 @@ class Fleet:
     @staticmethod
     def _health(cached: Cached, day: date | None, notices: list[Notice]) -> Health:
         if cached.error is not None:
-            notices.append({"level": "error", "text": f"the fleet-health document cannot be read: {cached.error}"})
+            notices.append({"level": "error", "text": unreadable("the fleet-health document", cached.error)})
             return Health()
         if cached.document is None:
             which = f"for {day.isoformat()}" if day else "yet"
@@ -386,7 +387,7 @@ class Fleet:
         try:
             return health_of(cached.document, str(cached.stamp[0]) if cached.stamp else "fleet health")
         except ReportError as exc:
-            notices.append({"level": "error", "text": f"the fleet-health document cannot be read: {exc}"})
+            notices.append({"level": "error", "text": unreadable("the fleet-health document", exc)})
             return Health()
 
     async def run(self) -> None:
@@ -413,7 +414,7 @@ class Fleet:
             return await asyncio.to_thread(self._hour_body, hour)
 
     def _hour_body(self, hour: datetime) -> bytes:
-        files = curated.hour_files(self.curated_dir, hour)
+        files = queries.curated_files(self.curated_dir, hour)
         aggregate_path = self.aggregated_dir / aggregated_file_name(hour)
         health_path = self.aggregated_dir / fleet_health_file_name(hour.date())
         key = (hour, tuple(_stamp(f) for f in files), _stamp(aggregate_path), _stamp(health_path))
@@ -439,10 +440,10 @@ class Fleet:
             notices.append({"level": "info", "text": f"no curated data for {label}: the hourly job has not run "
                             "for it, or no reading arrived in it"})  # fmt: skip
         try:
-            readings = curated.last_readings(list(files))
+            readings = queries.last_readings(list(files))
         except duckdb.Error as exc:
-            notices.append({"level": "error", "text": f"the curated data of {label} cannot be read: "
-                            f"{str(exc).splitlines()[0][:200]}"})  # fmt: skip
+            log.warning("the curated data of %s cannot be read (%s): %s", label, ", ".join(map(str, files)), exc)
+            notices.append({"level": "error", "text": unreadable(f"the curated data of {label}", exc)})
         aggregate = read_cached(Cached(), aggregate_path, lambda: reports.aggregate(self.aggregated_dir, hour))
         if aggregate.document is None and aggregate.error is None:
             notices.append({"level": "info", "text": f"no aggregate for {label}: energy and sessions show once "

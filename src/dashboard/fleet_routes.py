@@ -8,30 +8,23 @@ script reads the hour from its URL, so the page itself carries no data and no in
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from src.dashboard.fleet import BadHour, Fleet, parse_hour
+from src.dashboard.pages import page
 
-FLEET_PAGE = Path(__file__).parent / "static" / "fleet.html"
+FLEET_PAGE = page("fleet.html")
 BAD_HOUR_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Bad hour · Fleet</title>
 <link rel="stylesheet" href="/static/dashboard.css"></head>
-<body><h1>Fleet</h1><p class="problem">400 Bad Request: {message}</p>
-<p><a href="/fleet">The live fleet</a></p></body></html>
+<body><header><h1>Fleet</h1>
+<nav class="pages"><a href="/pipeline">Pipeline</a> · <a href="/fleet">Fleet</a></nav></header>
+<p class="problem">400 Bad Request: {message}</p><p><a href="/fleet">The live fleet</a></p></body></html>
 """
 
 router = APIRouter()
-_page: list[str] = []
-
-
-def page_text() -> str:
-    """fleet.html, read once."""
-    if not _page:
-        _page.append(FLEET_PAGE.read_text(encoding="utf-8"))
-    return _page[0]
 
 
 @router.get("/fleet", response_class=HTMLResponse)
@@ -41,7 +34,7 @@ async def fleet_page(hour: str | None = None) -> Response:
             parse_hour(hour)
         except BadHour as exc:
             return HTMLResponse(BAD_HOUR_PAGE.format(message=html.escape(str(exc))), status_code=400)
-    return HTMLResponse(page_text())
+    return HTMLResponse(FLEET_PAGE)
 
 
 @router.get("/api/fleet")

@@ -33,19 +33,11 @@ from typing import Any
 import orjson
 
 from src.common.layout import batch_file_ms, batch_files, hour_start
+from src.common.schema import SIGNALS
 
 log = logging.getLogger(__name__)
 
 DRIVING, CHARGING, PARKED = "driving", "charging", "parked"
-SIGNALS = (
-    "battery_soc",
-    "battery_voltage",
-    "battery_current",
-    "cell_voltage_min",
-    "cell_voltage_max",
-    "cell_temp_min",
-    "cell_temp_max",
-)
 BUDGET_BYTES = 64 * 1024 * 1024
 """New batch files read per scan at most (a consumer's file is at most FILE_ROTATION_MB, 5 MB by default)."""
 MAX_VEHICLES = 20_000

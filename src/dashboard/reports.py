@@ -4,7 +4,8 @@ Both live in ``DATA_DIR/aggregated`` under the contract's names (:mod:`src.commo
 Reading is tolerant of absence (a missing report is ``None``, a missing directory no
 reports) and strict about damage: a report that is not a JSON object raises
 :class:`ReportError` naming the file. These are blocking file reads: callers on the event
-loop run them in a worker thread.
+loop run them in a worker thread. :func:`unreadable` is how every page words a report or data
+file that exists but cannot be read.
 """
 
 from __future__ import annotations
@@ -17,9 +18,18 @@ import orjson
 
 from src.common.layout import aggregated_file_name, aggregated_hour, fleet_health_day, fleet_health_file_name
 
+MESSAGE_CHARS = 300
+"""A problem's message on a page is cut to this (a DuckDB error can run to pages)."""
+
 
 class ReportError(ValueError):
     """A report exists but cannot be read as one (names the file)."""
+
+
+def unreadable(what: str, error: object) -> str:
+    """How every page names a source that exists but cannot be read: ``<what> cannot be read: <first line>``."""
+    lines = str(error).strip().splitlines()
+    return f"{what} cannot be read: {lines[0][:MESSAGE_CHARS] if lines else 'unknown error'}"
 
 
 def _names(aggregated_dir: Path) -> list[str]:

@@ -8,8 +8,8 @@ partitions read run from the hour of ``start`` minus the allowed clock skew to t
 The union is deduplicated by timestamp (a natural key stored twice, in a curated and a raw hour or
 in two raw files, counts once; two CAN ids at one instant are one sample, as the analytics count
 them) and, beyond ``points`` samples, bucketed into at most ``points`` equal spans keeping each
-signal's min and max, so a one-reading spike survives. All SQL is here, parameterised; every call
-opens its own DuckDB connection and does blocking I/O: run it in a worker thread.
+signal's min and max, so a one-reading spike survives. The SQL is in :mod:`src.dashboard.queries`;
+every call opens its own DuckDB connection and does blocking I/O: run it in a worker thread.
 """
 
 from __future__ import annotations
@@ -26,72 +26,18 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-import duckdb
+from src.common.layout import batch_file_ms, batch_files, hour_label, hour_start
+from src.common.settings import AggregatorSettings, ReceiverSettings
+from src.dashboard import queries
 
-from src.common.layout import batch_file_ms, batch_files, hour_label, hour_partition, hour_start
-from src.common.schema import SIGNALS
-
-CLOCK_SKEW = timedelta(seconds=300)
-"""How far ahead of the server a reading may be stamped (the receiver's ``MAX_CLOCK_SKEW_S`` default)."""
+CLOCK_SKEW = timedelta(seconds=ReceiverSettings.model_fields["max_clock_skew_s"].default)
+"""How far ahead of the server a reading may be stamped (the receiver's ``MAX_CLOCK_SKEW_S``, its one owner)."""
 LATE = timedelta(hours=1)
 """Readings received up to this long after their timestamp are found (in the next hour's partition)."""
-SPREAD = "cell_voltage_spread_mv"
-"""The derived series: ``cell_voltage_max - cell_voltage_min`` in mV."""
-SERIES = (*SIGNALS, SPREAD)
 GAP_BUCKETS = 2
 """In bucketed mode, a jump of more than this many buckets between points is drawn as a gap."""
-RAW_GAP_S = 5.0
+RAW_GAP_S = float(AggregatorSettings.model_fields["analytics_gap_s"].default)
 """In raw mode, a jump of more than this between readings is drawn as a gap (the analytics' ``ANALYTICS_GAP_S``)."""
-DUCKDB_MEMORY = "256MB"
-
-_PAYLOAD = ", ".join(f"{signal} DOUBLE" for signal in SIGNALS)
-_RAW_COLUMNS = (
-    "{'timestamp': 'VARCHAR', 'vehicle_id': 'VARCHAR', 'can_id': 'VARCHAR', "
-    f"'ingest_received_at': 'VARCHAR', 'payload': 'STRUCT({_PAYLOAD})'}}"
-)
-_SIGNAL_LIST = ", ".join(SIGNALS)
-_CURATED_READINGS = f"""
-SELECT can_id, "timestamp", ingest_received_at, {_SIGNAL_LIST}
-FROM read_parquet($curated)
-WHERE vehicle_id = $vehicle AND "timestamp" >= $start AND "timestamp" < $end
-"""
-_RAW_READINGS = f"""
-SELECT can_id, "timestamp", ingest_received_at, {_SIGNAL_LIST}
-FROM (
-    SELECT can_id,
-        try_cast("timestamp" AS TIMESTAMPTZ) AS "timestamp",
-        try_cast(ingest_received_at AS TIMESTAMPTZ) AS ingest_received_at,
-        {", ".join(f"payload.{signal} AS {signal}" for signal in SIGNALS)}
-    FROM read_ndjson($raw, columns = {_RAW_COLUMNS}, format = 'newline_delimited', ignore_errors = true)
-    WHERE vehicle_id = $vehicle
-)
-WHERE "timestamp" >= $start AND "timestamp" < $end
-    AND can_id IS NOT NULL AND coalesce({" AND ".join(f"isfinite({signal})" for signal in SIGNALS)}, false)
-"""
-_BUCKETED = f"""
-WITH readings AS ({{readings}}),
-samples AS (
-    SELECT *, (cell_voltage_max - cell_voltage_min) * 1000 AS {SPREAD}
-    FROM readings
-    QUALIFY row_number() OVER (PARTITION BY "timestamp" ORDER BY can_id, ingest_received_at, {_SIGNAL_LIST}) = 1
-)
-SELECT
-    CASE WHEN (SELECT count(*) FROM samples) <= $points THEN epoch_us("timestamp")
-         ELSE $start_us + (epoch_us("timestamp") - $start_us) // $bucket_us * $bucket_us END AS t_us,
-    count(*) AS readings,
-    {", ".join(f"min({name}), max({name})" for name in SERIES)}
-FROM samples
-GROUP BY t_us
-ORDER BY t_us
-"""
-"""Each point: its time (the reading's, or its bucket's start), how many samples it holds, then min and max of
-every series; a point per sample while the window holds at most ``$points`` of them."""
-
-
-def series_sql(curated: bool, raw: bool) -> str:
-    """The statement over the curated files (``$curated``), the raw lines (``$raw``), or both."""
-    parts = [part for part, wanted in ((_CURATED_READINGS, curated), (_RAW_READINGS, raw)) if wanted]
-    return _BUCKETED.replace("{readings}", " UNION ALL ".join(parts))
 
 
 @dataclass(frozen=True)
@@ -126,14 +72,6 @@ def partition_hours(window: Window) -> list[datetime]:
     return hours
 
 
-def curated_files(curated_dir: Path, hour: datetime) -> list[Path]:
-    """The hour's curated Parquet files (the contract's ``*.parquet``; names starting with ``.`` or ``_`` skipped)."""
-    directory = curated_dir / hour_partition(hour)
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.glob("*.parquet") if p.is_file() and not p.name.startswith((".", "_")))
-
-
 def sources(raw_dir: Path, curated_dir: Path, window: Window) -> Sources:
     """Per hour: its curated files if it has any, else its raw batch files that can hold the window's readings.
 
@@ -143,7 +81,7 @@ def sources(raw_dir: Path, curated_dir: Path, window: Window) -> Sources:
     found = Sources()
     earliest_ms = (window.start - CLOCK_SKEW).timestamp() * 1000
     for hour in partition_hours(window):
-        if curated := curated_files(curated_dir, hour):
+        if curated := queries.curated_files(curated_dir, hour):
             found.curated += curated
             found.curated_hours.append(hour_label(hour))
             continue
@@ -257,7 +195,6 @@ def read_series(
     found = sources(raw_dir, curated_dir, window)
     cache = cache or LineCache()
     width = bucket_us(window, points)
-    names = ["t_us", "readings", *(f"{name}_{end}" for name in SERIES for end in ("min", "max"))]
     with TemporaryDirectory(prefix="vehicle-series-") as scratch:
         raw_lines = Path(scratch) / "lines.jsonl"
         with raw_lines.open("wb") as out:
@@ -279,21 +216,11 @@ def read_series(
                 parameters["curated"] = [str(path) for path in found.curated]
             if has_raw:
                 parameters["raw"] = str(raw_lines)
-            rows = query(series_sql(bool(found.curated), has_raw), parameters)
+            rows = queries.query(queries.series_sql(bool(found.curated), has_raw), parameters)
     readings = sum(int(row[1]) for row in rows)
     bucketed = readings > points
-    columns = columnar(names, rows, width if bucketed else None)
+    columns = columnar(queries.SERIES_COLUMNS, rows, width if bucketed else None)
     return Series("buckets" if bucketed else "raw", width / 1e6 if bucketed else None, readings, columns, found)
-
-
-def query(sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` on a fresh in-memory DuckDB (UTC, bounded memory), closed afterwards."""
-    connection = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY, "threads": 2})
-    try:
-        connection.execute("SET TimeZone = 'UTC'")  # a timestamp without a zone means UTC, on every machine
-        return connection.execute(sql, parameters).fetchall()
-    finally:
-        connection.close()
 
 
 def columnar(names: Sequence[str], rows: Sequence[tuple[Any, ...]], width_us: int | None) -> dict[str, list[Any]]:

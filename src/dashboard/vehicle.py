@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -36,9 +37,11 @@ from src.common.layout import aggregated_file_name, fleet_health_file_name, hour
 from src.common.schema import VEHICLE_ID_PATTERN, format_timestamp
 from src.common.settings import DashboardSettings
 from src.dashboard import reports, series
+from src.dashboard.pages import page
+from src.dashboard.reports import unreadable
 
-STATIC_DIR = Path(__file__).parent / "static"
-PAGE = STATIC_DIR / "vehicle.html"
+log = logging.getLogger(__name__)
+
 DATA_MARK = "__VEHICLE_DATA__"
 TITLE_MARK = "__VEHICLE_ID__"
 WINDOW_RE = re.compile(r"^(?P<n>[1-9]\d{0,4})(?P<unit>[mhd])$")
@@ -50,10 +53,10 @@ SESSION_JOIN_S = 60.0
 """Sessions split by an hour boundary (``open_end`` then ``open_start``) at most this far apart are one."""
 MAX_CACHED_REPORTS = 400
 MAX_QUERIES = 2
+"""Series queries run at once (each a DuckDB of up to 256 MB); more requests wait their turn."""
 PAGE_WAIT_S = 0.3
 """The page embeds the data if they are read within this; else it is sent at once and fetches them (a first paint
 never waits for a cold raw hour)."""
-"""Series queries run at once (each a DuckDB of up to 256 MB); more requests wait their turn."""
 
 
 class BadRequest(ValueError):
@@ -248,7 +251,8 @@ class VehicleData:
                 )
             signals: dict[str, Any] | None = found_json(found)
         except duckdb.Error as exc:
-            problems.append(f"the readings could not be read: {first_line(str(exc))}")
+            log.warning("the readings of %s over %s cannot be read: %s", asked.vehicle_id, window_json(asked), exc)
+            problems.append(unreadable("the readings", exc))
             signals = None
         sessions, in_aggregates = self.sessions(asked.vehicle_id, window, problems)
         health, alerts, in_health = self.health(asked.vehicle_id, window.end, problems)
@@ -285,7 +289,8 @@ class VehicleData:
             try:
                 by_vehicle = self.reports.get(path, partial(reports.aggregate, directory, hour), sessions_by_vehicle)
             except reports.ReportError as exc:
-                problems.append(f"damaged report: {exc}")
+                log.warning("report %s: %s", path, exc)
+                problems.append(unreadable("the aggregate", exc))
                 by_vehicle = None
             if by_vehicle is not None and vehicle_id in by_vehicle:
                 named = named or hour >= hour_start(window.start)
@@ -314,7 +319,8 @@ class VehicleData:
             try:
                 by_vehicle = self.reports.get(path, partial(reports.fleet_health, directory, day), health_by_vehicle)
             except reports.ReportError as exc:
-                problems.append(f"damaged report: {exc}")
+                log.warning("report %s: %s", path, exc)
+                problems.append(unreadable("the fleet-health document", exc))
                 continue
             entry = (by_vehicle or {}).get(vehicle_id)
             if entry is None:
@@ -349,10 +355,6 @@ def window_json(asked: Asked) -> dict[str, Any]:
     }
 
 
-def first_line(text: str) -> str:
-    return text.strip().splitlines()[0][:300] if text.strip() else "unknown error"
-
-
 def embed(page: str, vehicle_id: str, body: dict[str, Any]) -> str:
     """The page with ``body`` as its JSON block (``<``, ``>``, ``&`` escaped: nothing can close the block)."""
     data = orjson.dumps(body).decode().replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -360,9 +362,9 @@ def embed(page: str, vehicle_id: str, body: dict[str, Any]) -> str:
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Collects the outcome of a read nobody waits for any more (so a failure is not reported as never retrieved)."""
-    if not task.cancelled():
-        task.exception()
+    """Collects the outcome of a read nobody waits for any more: a failure is logged, not left unretrieved."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("a vehicle page's read failed after its page was sent", exc_info=exc)
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
@@ -372,7 +374,7 @@ def error_body(status: int, message: str) -> dict[str, Any]:
 def routes() -> APIRouter:
     """The page and its API; they read ``app.state.settings`` and keep a :class:`VehicleData` in ``app.state``."""
     routes = APIRouter()
-    page = PAGE.read_text(encoding="utf-8")
+    vehicle_html = page("vehicle.html")
 
     def data_of(request: Request) -> VehicleData:
         state = request.app.state
@@ -407,7 +409,7 @@ def routes() -> APIRouter:
     async def vehicle_page(request: Request, vehicle_id: str) -> Response:
         status, body = await answer(request, vehicle_id, PAGE_WAIT_S)
         shown = vehicle_id if re.match(VEHICLE_ID_PATTERN, vehicle_id) else "?"
-        return HTMLResponse(embed(page, shown, body), status_code=status)
+        return HTMLResponse(embed(vehicle_html, shown, body), status_code=status)
 
     @routes.get("/api/vehicles/{vehicle_id}")
     async def vehicle_api(request: Request, vehicle_id: str) -> Response:

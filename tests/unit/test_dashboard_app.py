@@ -113,7 +113,7 @@ async def test_the_page_and_its_files_are_served_with_strict_headers(client: htt
     assert page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["cache-control"] == "no-store"
     assert (await client.get("/")).headers["location"] == "/pipeline"
-    for name in ("pipeline.js", "uPlot.iife.min.js", "uPlot.min.css", "dashboard.css", "favicon.svg"):
+    for name in ("common.js", "pipeline.js", "uPlot.iife.min.js", "uPlot.min.css", "dashboard.css", "favicon.svg"):
         assert (await client.get(f"/static/{name}")).status_code == 200, name
 
 
@@ -204,8 +204,22 @@ def test_the_static_files_are_package_data_and_the_pages_load_nothing_from_elsew
     for name in files:
         assert any(fnmatch(name, pattern) for pattern in patterns["src.dashboard"]), f"{name} is not package data"
     assert (STATIC_DIR / "uPlot.LICENSE").read_text().startswith("The MIT License")
-    for own in ("pipeline.html", "pipeline.js", "dashboard.css"):
-        assert not re.search(r"(?:https?:)?//[\w.-]+\.\w", (STATIC_DIR / own).read_text()), own
+    own = [
+        path for path in STATIC_DIR.iterdir() if path.suffix in (".html", ".js", ".css") and "uPlot" not in path.name
+    ]
+    assert len(own) == 8, own
+    for path in own:
+        assert not re.search(r"(?:https?:)?//[\w.-]+\.\w", path.read_text()), path.name
+
+
+def test_each_page_loads_the_shared_script_first_and_links_the_others() -> None:
+    for name, links in (("pipeline", ["/fleet"]), ("fleet", ["/pipeline"]), ("vehicle", ["/fleet", "/pipeline"])):
+        html = (STATIC_DIR / f"{name}.html").read_text()
+        assert '<script src="/static/common.js" defer>' in html, name
+        assert html.index("/static/common.js") < html.index(f"/static/{name}.js"), name
+        nav = re.search(r'<nav class="pages".*?</nav>', html)
+        assert nav is not None, name
+        assert all(f'href="{link}"' in nav[0] for link in links), name
 
 
 async def test_lifespan_events_pass_through_the_gate_as_uvicorn_sends_them() -> None:

@@ -1,4 +1,4 @@
-"""The fleet page's figures and routes (src/dashboard/fleet.py, curated.py, fleet_routes.py) on small files:
+"""The fleet page's figures and routes (src/dashboard/fleet.py, queries.py, fleet_routes.py) on small files:
 live rows from batch files and the newest reports, a past hour from its curated Parquet and reports, a clear
 notice (never an error answer) for every missing or damaged source, and a 400 for a malformed hour."""
 
@@ -18,7 +18,9 @@ import pytest
 from fastapi import FastAPI
 
 from src.common.layout import aggregated_file_name, fleet_health_file_name, hour_partition
+from src.common.schema import SIGNALS
 from src.dashboard import fleet as fleet_module
+from src.dashboard import queries
 from src.dashboard.fleet import (
     BadHour,
     Cached,
@@ -368,3 +370,28 @@ def test_the_token_gate_covers_the_fleet_routes(tmp_path: Path) -> None:
                 assert "fleet-token" not in body
 
     asyncio.run(go())
+
+
+def test_the_last_reading_of_an_hour_is_the_newest_and_of_two_at_one_instant_the_first_by_can_id(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "readings.parquet"
+    rows = [  # vehicle, CAN id, timestamp, SOC
+        ("veh-1", "0x2A0", "2026-01-15T08:59:59.5Z", 2.0),
+        ("veh-1", "0x1F0", "2026-01-15T08:59:59.5Z", 1.0),
+        ("veh-1", "0x100", "2026-01-15T08:10:00Z", 9.0),
+        ("veh-2", "0x1F0", "2026-01-15T08:00:00.000001Z", 5.0),
+    ]
+    with duckdb.connect() as connection:
+        signals = ", ".join(f"{s} DOUBLE" for s in SIGNALS)
+        connection.execute(f"CREATE TABLE r (vehicle_id VARCHAR, can_id VARCHAR, timestamp TIMESTAMPTZ, {signals})")
+        for vehicle_id, can_id, stamp, soc in rows:
+            connection.execute("INSERT INTO r VALUES (?, ?, ?::TIMESTAMPTZ, ?, 1, 2, 3, 4, 5, 6)",
+                               [vehicle_id, can_id, stamp, soc])  # fmt: skip
+        connection.execute("COPY r TO ? (FORMAT parquet)", [str(path)])
+    last = queries.last_readings([path])
+    assert last["veh-1"] == {"at": datetime(2026, 1, 15, 8, 59, 59, 500000, tzinfo=UTC)} | dict(
+        zip(SIGNALS, (1.0, 1, 2, 3, 4, 5, 6), strict=True)
+    )
+    assert last["veh-2"]["at"] == datetime(2026, 1, 15, 8, 0, 0, 1, tzinfo=UTC) and last["veh-2"]["battery_soc"] == 5.0
+    assert queries.last_readings([]) == {}

@@ -47,3 +47,12 @@ def test_a_damaged_report_raises_naming_its_file(tmp_path: Path, content: bytes,
     (tmp_path / fleet_health_file_name(date(2026, 1, 1))).write_bytes(content)
     with pytest.raises(reports.ReportError, match=f"fleet-health-2026-01-01.json {problem}"):
         reports.latest_fleet_health(tmp_path)
+
+
+def test_every_page_words_an_unreadable_source_alike() -> None:
+    error = "IO Error: No magic bytes found at end of file 'x.parquet'\n" + "LINE 1: " * 100
+    assert reports.unreadable("the readings", error) == (
+        "the readings cannot be read: IO Error: No magic bytes found at end of file 'x.parquet'"
+    )
+    assert len(reports.unreadable("the aggregate", "x" * 1000)) == len("the aggregate cannot be read: ") + 300
+    assert reports.unreadable("the readings", "") == "the readings cannot be read: unknown error"

@@ -17,7 +17,7 @@ import pytest
 from src.aggregator.curated import compact_hour, connect
 from src.common.layout import batch_file_name, hour_partition
 from src.common.schema import format_timestamp
-from src.dashboard import series
+from src.dashboard import queries, series
 
 HOUR = datetime(2026, 1, 15, 8, tzinfo=UTC)
 VEHICLE = "veh-00001"
@@ -157,7 +157,7 @@ def test_empty_windows_and_unreadable_parquet(tmp_path: Path) -> None:
     broken.write_bytes(b"PAR1 not really")
     (broken.parent / "_manifest.json").write_text("{}")
     (broken.parent / ".readings.parquet.1.tmp").write_text("")
-    assert series.curated_files(tmp_path / "curated", HOUR) == [broken]
+    assert queries.curated_files(tmp_path / "curated", HOUR) == [broken]
     with pytest.raises(duckdb.Error):
         read(tmp_path, HOUR, HOUR + timedelta(hours=1))
 
@@ -185,9 +185,9 @@ def test_bucket_width_and_sql_parts() -> None:
     window = series.Window(HOUR, HOUR + timedelta(hours=24))
     assert series.bucket_us(window, 1000) == 86_400_000
     assert series.bucket_us(series.Window(HOUR, HOUR + timedelta(microseconds=1)), 1000) == 1
-    both = series.series_sql(curated=True, raw=True)
+    both = queries.series_sql(curated=True, raw=True)
     assert "read_parquet($curated)" in both and "read_ndjson($raw" in both and "UNION ALL" in both
-    assert "read_ndjson" not in series.series_sql(curated=True, raw=False)
+    assert "read_ndjson" not in queries.series_sql(curated=True, raw=False)
 
 
 def test_two_requests_for_the_same_file_and_vehicle_share_one_scan(

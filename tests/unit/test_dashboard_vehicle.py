@@ -174,7 +174,10 @@ async def test_the_api_stitches_readings_sessions_health_and_alerts(client: http
     assert view["problems"] == [] and view["message"] is None and view["refresh_s"] is None
 
 
-async def test_the_page_embeds_the_same_view(client: httpx.AsyncClient) -> None:
+async def test_the_page_embeds_the_same_view(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that finishes within the page's wait is embedded in the HTML (the wait is made long here: the
+    machine is shared, and the embedding, not the deadline, is what this protects)."""
+    monkeypatch.setattr(vehicle, "PAGE_WAIT_S", 60.0)
     page = await client.get(f"/vehicles/{VEHICLE}", params=WINDOW)
     assert page.status_code == 200
     assert "<title>Vehicle veh-00001 " in page.text and '<script src="/static/vehicle.js" defer>' in page.text
@@ -208,14 +211,16 @@ async def test_damaged_reports_and_data_are_named_not_fatal(client: httpx.AsyncC
     write_json(tmp_path / "aggregated" / fleet_health_file_name(date(2026, 1, 15)), b"[1]")
     view = (await client.get(f"/api/vehicles/{VEHICLE}", params=WINDOW)).json()
     assert view["signals"]["readings"] == 840
-    assert view["problems"][0].startswith(f"damaged report: {aggregated_file_name(HOUR)} is not JSON (")
-    assert view["problems"][1:] == ["damaged report: fleet-health-2026-01-15.json is not a JSON object"]
+    assert view["problems"][0].startswith(f"the aggregate cannot be read: {aggregated_file_name(HOUR)} is not JSON (")
+    assert view["problems"][1:] == [
+        "the fleet-health document cannot be read: fleet-health-2026-01-15.json is not a JSON object"
+    ]
     parquet = next((tmp_path / "curated").rglob("*.parquet"))
     parquet.write_bytes(b"not parquet")
     response = await client.get(f"/api/vehicles/{VEHICLE}", params=WINDOW)
     assert response.status_code == 200
     view = response.json()
-    assert view["signals"] is None and view["problems"][0].startswith("the readings could not be read:")
+    assert view["signals"] is None and view["problems"][0].startswith("the readings cannot be read:")
 
 
 async def test_the_token_guards_the_vehicle_routes(tmp_path: Path) -> None:
@@ -245,7 +250,6 @@ def test_the_report_cache_reads_a_file_again_once_it_changed(tmp_path: Path) -> 
     other = tmp_path / "vanishing.json"
     write_json(other, {})
     assert cache.get(other, lambda: None, dict) is None
-    assert vehicle.first_line("") == "unknown error"
 
 
 async def test_a_slow_read_leaves_the_page_pending_and_the_api_answers(

@@ -5,23 +5,23 @@
 (function () {
   const hour = new URLSearchParams(window.location.search).get("hour");
   const API = "/api/fleet" + (hour ? "?hour=" + encodeURIComponent(hour) : "");
-  const DASH = "—";
-  const fixed = (digits) => (v) => v.toFixed(digits);
+  const { DASH, $, fixed, utcClock, status } = dashboard;
+  const digits = (n) => (v) => fixed(v, n);
   const COLUMNS = [
     ["vehicle_id", null],
     ["at", (v) => v.slice(11, 19)],
-    ["soc", fixed(1)],
-    ["voltage_v", fixed(1)],
-    ["current_a", fixed(1)],
-    ["spread_mv", fixed(0)],
-    ["temp_max_c", fixed(1)],
+    ["soc", digits(1)],
+    ["voltage_v", digits(1)],
+    ["current_a", digits(1)],
+    ["spread_mv", digits(0)],
+    ["temp_max_c", digits(1)],
     ["state", (v) => v],
-    ["charged_kwh", fixed(2)],
-    ["discharged_kwh", fixed(2)],
-    ["sessions", fixed(0)],
-    ["soh_pct", fixed(1)],
-    ["capacity_ah", fixed(1)],
-    ["alerts", fixed(0)],
+    ["charged_kwh", digits(2)],
+    ["discharged_kwh", digits(2)],
+    ["sessions", digits(0)],
+    ["soh_pct", digits(1)],
+    ["capacity_ah", digits(1)],
+    ["alerts", digits(0)],
   ];
   const TEXT_KEYS = new Set(["vehicle_id", "at", "state"]);
 
@@ -29,18 +29,9 @@
   let order = []; // the ids in the table's current order
   let sortKey = "vehicle_id";
   let sortDir = 1;
-  let refreshMs = 2000;
   let filled = false;
   let alertsKey = null;
   let hoursKey = null;
-
-  const $ = (id) => document.getElementById(id);
-
-  function status(text, state) {
-    const el = $("status");
-    el.textContent = text;
-    el.dataset.state = state;
-  }
 
   function vehicleLink(id) {
     const a = document.createElement("a");
@@ -241,7 +232,7 @@
     renderRows(view.rows || []);
     renderAlerts(view.alerts || [], view.health_day);
     describeSources(view);
-    const when = view.generated_at ? view.generated_at.slice(11, 19) : "";
+    const when = view.generated_at ? utcClock(view.generated_at) : "";
     const what = view.mode === "live" ? "live, hour " + view.hour + " UTC" : "hour " + view.hour + " UTC";
     const problems = (view.notices || []).some((n) => n.level === "error");
     status(what + " · " + rows.size + " vehicles · updated " + when + " UTC, every " + view.refresh_s + " s", problems ? "degraded" : "ok");
@@ -271,26 +262,13 @@
     performance.measure("fleet-filter", { start: started, end: performance.now() });
   }
 
-  async function refresh() {
-    try {
-      const response = await fetch(API, { cache: "no-store", credentials: "same-origin" });
-      if (response.status === 401) {
-        status("This dashboard needs its token: open it as /fleet?token=…", "error");
-      } else if (response.status === 400) {
-        const problem = await response.json();
-        status("Cannot show this hour: " + problem.error, "error");
-        return; // a bad address does not get better by asking again
-      } else if (!response.ok) {
-        status("The dashboard answered HTTP " + response.status + "; retrying", "error");
-      } else {
-        const view = await response.json();
-        refreshMs = Math.max(200, view.refresh_s * 1000);
-        render(view);
-      }
-    } catch (err) {
-      status("The dashboard does not answer (" + err.message + "); retrying", "error");
+  function answered(view, code) {
+    if (code === 400) {
+      status("Cannot show this hour: " + view.error, "error");
+      return false; // a bad address does not get better by asking again
     }
-    window.setTimeout(refresh, refreshMs);
+    render(view);
+    return true;
   }
 
   for (const th of document.querySelectorAll("#fleet th")) th.querySelector("button").addEventListener("click", () => sortBy(th));
@@ -301,5 +279,5 @@
     const value = event.target.value;
     window.location.assign("/fleet" + (value ? "?hour=" + encodeURIComponent(value) : ""));
   });
-  refresh();
+  dashboard.poll(API, answered, { handled: [400] });
 })();

@@ -2,12 +2,9 @@
 "use strict";
 
 (function () {
-  const API = "/api/pipeline";
-  let refreshMs = 2000;
+  const { $, count, utcClock, status } = dashboard;
   let charts = null;
 
-  const $ = (id) => document.getElementById(id);
-  const count = (n) => Math.round(n).toLocaleString("en-US");
   const perSecond = (n) => n.toLocaleString("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 }) + " /s";
   const ms = (n) => (n >= 1000 ? (n / 1000).toFixed(2) + " s" : n.toFixed(0) + " ms");
   const seconds = (n) => (n >= 120 ? (n / 60).toFixed(1) + " min" : n.toFixed(1) + " s");
@@ -17,7 +14,6 @@
     while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
     return (i === 0 ? n.toFixed(0) : n.toFixed(1)) + " " + units[i];
   };
-  const clock = (unix) => new Date(unix * 1000).toLocaleTimeString();
 
   // A figure: its value formatted, or the reason it has none (shown plainly, marked unavailable).
   function show(id, value, format, missing) {
@@ -26,12 +22,6 @@
     el.textContent = known ? format(value) : missing;
     el.classList.toggle("unavailable", !known && missing.startsWith("unavailable"));
     el.classList.toggle("none", !known && !missing.startsWith("unavailable"));
-  }
-
-  function status(text, state) {
-    const el = $("status");
-    el.textContent = text;
-    el.dataset.state = state;
   }
 
   function renderSources(sources) {
@@ -46,7 +36,7 @@
       let text = source.label + ": ";
       if (source.ok === null) text += "waiting for the first poll";
       else if (source.ok) text += "ok";
-      else text += "unreachable — " + source.error + (source.last_ok ? " (last answer " + clock(source.last_ok) + ")" : "");
+      else text += "unreachable — " + source.error + (source.last_ok ? " (last answer " + utcClock(source.last_ok) + " UTC)" : "");
       item.append(document.createTextNode(text));
       const where = document.createElement("span");
       where.className = "where";
@@ -133,7 +123,7 @@
 
     drawCharts(view.history);
     const down = view.sources.filter((s) => s.ok === false).length;
-    const when = view.polled_at ? "polled " + clock(view.polled_at) : "waiting for the first poll";
+    const when = view.polled_at ? "polled " + utcClock(view.polled_at) + " UTC" : "waiting for the first poll";
     status(when + ", every " + view.refresh_s + " s; window " + Math.round(view.covered_s) + " of " + view.window_s + " s" + (down ? "; " + down + " source(s) down" : ""), down ? "degraded" : "ok");
   }
 
@@ -166,23 +156,5 @@
     charts.queue.setData([history.t, history.visible, history.in_flight, history.dlq]);
   }
 
-  async function refresh() {
-    try {
-      const response = await fetch(API, { cache: "no-store", credentials: "same-origin" });
-      if (response.status === 401) {
-        status("This dashboard needs its token: open it as /pipeline?token=…", "error");
-      } else if (!response.ok) {
-        status("The dashboard answered HTTP " + response.status + "; retrying", "error");
-      } else {
-        const view = await response.json();
-        refreshMs = Math.max(200, view.refresh_s * 1000);
-        render(view);
-      }
-    } catch (err) {
-      status("The dashboard does not answer (" + err.message + "); retrying", "error");
-    }
-    window.setTimeout(refresh, refreshMs);
-  }
-
-  refresh();
+  dashboard.poll("/api/pipeline", render);
 })();

@@ -3,7 +3,7 @@
 "use strict";
 
 (function () {
-  const $ = (id) => document.getElementById(id);
+  const { DASH, $, count, fixed, status } = dashboard;
   const CHARGING = "rgba(44, 122, 63, 0.14)";
   const charts = {};
   let sessions = [];
@@ -12,15 +12,7 @@
 
   const utcDate = (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC");
   const unix = (iso) => Date.parse(iso) / 1000;
-  const count = (n) => Math.round(n).toLocaleString("en-US");
-  const hhmm = (iso) => (iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace("Z", "") : "—");
-  const fixed = (v, digits) => (v === null || v === undefined ? "—" : Number(v).toFixed(digits));
-
-  function status(text, state) {
-    const el = $("status");
-    el.textContent = text;
-    el.dataset.state = state;
-  }
+  const hhmm = (iso) => (iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace("Z", "") : DASH);
 
   function message(text, kind) {
     const el = $("message");
@@ -134,7 +126,7 @@
       head.textContent = alert.kind + " (" + alert.severity + ")";
       item.append(head);
       const days = alert.days || [];
-      const since = " since " + hhmm(alert.first_seen) + " UTC; raised on " + days.length + " day(s), last " + (days[days.length - 1] || "—");
+      const since = " since " + hhmm(alert.first_seen) + " UTC; raised on " + days.length + " day(s), last " + (days[days.length - 1] || DASH);
       item.append(document.createTextNode(since));
       const evidence = document.createElement("span");
       evidence.className = "evidence";
@@ -233,23 +225,11 @@
 
   // Fetches the window again after delayS; goes on only for a window that ends now (or after a failure).
   function refresh(delayS) {
-    window.setTimeout(async () => {
-      let next = null;
-      try {
-        const response = await fetch("/api/vehicles/" + encodeURIComponent($("vehicle-id").textContent) + location.search, { cache: "no-store", credentials: "same-origin" });
-        if (response.status === 401) {
-          status("This dashboard needs its token: open it as ?token=…", "error");
-        } else {
-          const view = await response.json();
-          render(view);
-          next = view.refresh_s;
-        }
-      } catch (err) {
-        status("The dashboard does not answer (" + err.message + "); retrying", "error");
-        next = 5;
-      }
-      if (next) refresh(next);
-    }, delayS * 1000);
+    const api = "/api/vehicles/" + encodeURIComponent($("vehicle-id").textContent) + location.search;
+    dashboard.poll(api, (view) => {
+      render(view);
+      return Boolean(view.refresh_s);
+    }, { handled: [400, 404], firstDelayS: delayS, retryS: 5 });
   }
 
   $("range-show").addEventListener("click", () => {
