@@ -6,7 +6,8 @@ simulator's truth): energy
 and charge in and out, equivalent full cycles, gaps, time driving / charging / parked, cell-voltage
 and temperature spread, minutes above temperature limits, charging sessions, a pack-resistance
 estimate from current steps, a capacity estimate from the largest SOC swing, and the consistency of
-the pack voltage with its cells.
+the pack voltage with its cells; and the figures the daily fleet-health alerts read (among them the at-rest
+cells' SOC spread, their voltages read off the OCV curve: :func:`soc_of_voltage`).
 
 All of it is SQL in this module, written once for both engines (:class:`Dialect` names the few
 spellings that differ: the timestamp column's quoting and its epoch in microseconds). The steps:
@@ -33,6 +34,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +83,7 @@ class Thresholds:
     cells_in_series: int
     pack_voltage_tolerance_v: float
     module_lag_c: float
+    ocv_curve_v: tuple[float, ...]
 
     @classmethod
     def from_settings(cls, settings: AggregatorSettings) -> Thresholds:
@@ -197,6 +200,20 @@ HAVING max(us) - min(us) >= {min_us}
     return dialect.create.format(name=SESSIONS_TABLE, select=select)
 
 
+def soc_of_voltage(column: str, curve_v: Sequence[float]) -> str:
+    """SQL for the SOC (%) a cell at rest has at voltage ``column``: the OCV curve ``curve_v`` (rising, on a uniform
+    grid from 0 to 100 %) read backwards, linear between its points, clamped to 0 and 100 %. Raises ValueError for a
+    curve of fewer than two points or one that does not rise."""
+    if len(curve_v) < 2 or any(b <= a for a, b in pairwise(curve_v)):
+        raise ValueError(f"the OCV curve must rise strictly over at least two points, got {tuple(curve_v)!r}")
+    step = 100.0 / (len(curve_v) - 1)
+    branches = " ".join(
+        f"WHEN {column} <= {_num(high)} THEN {_num(k * step)} + ({column} - {_num(low)}) * {_num(step / (high - low))}"
+        for k, (low, high) in enumerate(pairwise(curve_v))
+    )
+    return f"CASE WHEN {column} <= {_num(curve_v[0])} THEN 0.0E0 {branches} ELSE 100.0E0 END"
+
+
 def _count(condition: str) -> str:
     """How many rows meet ``condition`` (NULL counts as not met, in every engine)."""
     return f"sum(CASE WHEN {condition} THEN 1 ELSE 0 END)"
@@ -219,6 +236,9 @@ WITH marked AS (
         CASE WHEN NOT a.dup THEN a.temp_max - a.temp_min END AS spread_c,
         CASE WHEN NOT a.dup AND a.state = 0 AND a.us - a.rest_from_us >= {rest_min_us}
              THEN (a.cv_max - a.cv_min) * 1000.0 END AS rest_spread_mv,
+        CASE WHEN NOT a.dup AND a.state = 0 AND a.us - a.rest_from_us >= {rest_min_us}
+             THEN {soc_of_voltage("a.cv_max", th.ocv_curve_v)} - {soc_of_voltage("a.cv_min", th.ocv_curve_v)}
+             END AS rest_soc_spread_pct,
         CASE WHEN NOT a.dup THEN greatest({n} * a.cv_min - a.v, a.v - {n} * a.cv_max) END AS outside_v,
         CASE WHEN NOT a.dup AND a.state <> 0 AND a.temp_max >= {_num(COOLANT_ON_C)}
              THEN a.temp_max - a.temp_min END AS cooled_spread_c,
@@ -248,6 +268,8 @@ SELECT
     count(rest_spread_mv) AS rest_readings,
     {_p(0.5, "rest_spread_mv")} AS rest_p50, {_p(0.95, "rest_spread_mv")} AS rest_p95,
     max(rest_spread_mv) AS rest_max,
+    {_p(0.5, "rest_soc_spread_pct")} AS rest_soc_p50, {_p(0.95, "rest_soc_spread_pct")} AS rest_soc_p95,
+    max(rest_soc_spread_pct) AS rest_soc_max,
     {_p(0.5, "spread_c")} AS temp_spread_p50, {_p(0.95, "spread_c")} AS temp_spread_p95,
     max(spread_c) AS temp_spread_max,
     max(CASE WHEN NOT dup THEN temp_max END) AS temp_max_c,
@@ -532,6 +554,7 @@ def _health_signs(
             else f"no reading with current flowing and cell_temp_max at or above {COOLANT_ON_C:g} °C",
         },
         "module_lag": _module_lag(row),
+        "rest_soc_spread_pct": _rest_soc_spread(row, th),
         "first_seen": {
             "pack_voltage_outside": _instant(row["first_outside_us"]),
             "above_warning": _instant(row["first_warning_us"]),
@@ -563,6 +586,18 @@ def _module_lag(row: Mapping[str, Any]) -> dict[str, Any]:
         "heating": heating,
         "first": _instant(row["first_lag_us"]),
         "reason": reason,
+    }
+
+
+def _rest_soc_spread(row: Mapping[str, Any], th: Thresholds) -> dict[str, Any]:
+    """The at-rest readings' SOC spread (points): each extreme cell's voltage read off the OCV curve, P50/P95/max."""
+    rest = _at_rest(row, th)
+    return {
+        "readings": rest["readings"],
+        "p50": _round(row["rest_soc_p50"], 3),
+        "p95": _round(row["rest_soc_p95"], 3),
+        "max": _round(row["rest_soc_max"], 3),
+        "reason": rest["reason"],
     }
 
 

@@ -444,28 +444,44 @@ def alerts_for(vehicle_id: str, hours: Sequence[Hour], s: AggregatorSettings) ->
             )
         )
 
-    at_rest = [h for h in hours if h.block["cell_voltage_spread_mv"]["at_rest"]["p50"] is not None]
-    high = [h for h in at_rest if h.block["cell_voltage_spread_mv"]["at_rest"]["p50"] >= s.alert_imbalance_mv]
-    if len(high) >= 2 or (high and len(at_rest) == 1):
-        spread = statistics.median(h.block["cell_voltage_spread_mv"]["at_rest"]["p50"] for h in high)
-        found.append(
-            _alert(
-                vehicle_id,
-                "cell_imbalance",
-                _first(high[0]),
-                "critical" if spread >= s.alert_imbalance_critical_mv else "warning",
-                {
-                    "rest_spread_mv_median": spread,
-                    "rest_hours_above": len(high),
-                    "rest_hours": len(at_rest),
-                    "hours": _hours(high),
-                    "threshold_mv": s.alert_imbalance_mv,
-                },
-            )
-        )
-
+    found += _imbalance(vehicle_id, hours, s)
     found += _cooling(vehicle_id, hours, s)
     return found
+
+
+def _rest_soc_p50(h: Hour) -> float | None:
+    """The hour's at-rest SOC spread P50 (points; None without rest, or for an aggregate from before the figure)."""
+    figure = h.block.get("rest_soc_spread_pct")
+    return None if figure is None else figure["p50"]
+
+
+def _imbalance(vehicle_id: str, hours: Sequence[Hour], s: AggregatorSettings) -> list[dict[str, Any]]:
+    """``cell_imbalance`` when the cells' at-rest SOC spread reaches ``alert_imbalance_soc_pct`` in at least two rest
+    hours (or the day's only one). In SOC points, not millivolts: the same imbalance reads as more millivolts where
+    the OCV curve is steep (near full), so a millivolt threshold judged a pack by where it rested (docs: the rule)."""
+    at_rest = [h for h in hours if _rest_soc_p50(h) is not None]
+    high = [h for h in at_rest if (_rest_soc_p50(h) or 0.0) >= s.alert_imbalance_soc_pct]
+    if not (len(high) >= 2 or (high and len(at_rest) == 1)):
+        return []
+    spread = statistics.median(_rest_soc_p50(h) or 0.0 for h in high)
+    return [
+        _alert(
+            vehicle_id,
+            "cell_imbalance",
+            _first(high[0]),
+            "critical" if spread >= s.alert_imbalance_critical_soc_pct else "warning",
+            {
+                "rest_soc_spread_pct_median": round(spread, 3),
+                "rest_spread_mv_median": round(
+                    statistics.median(h.block["cell_voltage_spread_mv"]["at_rest"]["p50"] for h in high), 3
+                ),
+                "rest_hours_above": len(high),
+                "rest_hours": len(at_rest),
+                "hours": _hours(high),
+                "threshold_soc_pct": s.alert_imbalance_soc_pct,
+            },
+        )
+    ]
 
 
 def _lag_s(h: Hour) -> float:

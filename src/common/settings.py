@@ -213,15 +213,21 @@ class AggregatorSettings(CommonSettings):
         gt=0,
         description="Module lag: min(cell spread, hottest above 30 °C or coldest below 10 °C) at this",
     )
+    analytics_ocv_curve_v: tuple[float, ...] = Field(
+        (3.300, 3.450, 3.530, 3.580, 3.610, 3.630, 3.650, 3.670, 3.690, 3.710, 3.740,
+         3.770, 3.810, 3.850, 3.890, 3.930, 3.970, 4.010, 4.060, 4.110, 4.170),
+        min_length=2,
+        description="Cell OCV (V, rising) on a uniform SOC grid 0..100 %: reads an at-rest cell's SOC off its voltage",
+    )  # fmt: skip
 
     # Daily fleet health (src/aggregator/fleet_health.py): defaults and sources in docs/battery-analytics.md.
     fleet_registry: Annotated[Path | None, Unset] = Field(
         None, description='JSON {"<vehicle_id>": {"nominal_capacity_ah": N}}; unset: nominal inferred (60/94/120 Ah)'
     )
-    alert_imbalance_mv: float = Field(
-        50.0, gt=0, description="cell_imbalance: at-rest cell spread (median of the day's rest hours) above this"
+    alert_imbalance_soc_pct: float = Field(
+        10.0, gt=0, description="cell_imbalance: at-rest SOC spread of the cells (P50 of a rest hour) at this, points"
     )
-    alert_imbalance_critical_mv: float = Field(100.0, gt=0, description="cell_imbalance: critical above this")
+    alert_imbalance_critical_soc_pct: float = Field(20.0, gt=0, description="cell_imbalance: critical at this")
     alert_self_discharge_mv_per_h: float = Field(
         2.0, gt=0, description="self_discharge: at-rest cell spread growing this fast within a rest stretch"
     )

@@ -272,6 +272,15 @@ def test_spreads_and_temperature_are_the_readings_percentiles(sim: Simulation) -
             assert rest["p50"] == pytest.approx(np.percentile(spread[at_rest], 50), abs=1e-3)
         else:
             assert rest["p50"] is None and "no reading at rest" in rest["reason"]
+        soc = block["rest_soc_spread_pct"]  # the cell_imbalance figure: each extreme cell's SOC off the OCV curve
+        grid = np.linspace(0.0, 100.0, len(TH.ocv_curve_v))
+        soc_spread = (np.interp(values["cell_voltage_max"], TH.ocv_curve_v, grid) - np.interp(
+            values["cell_voltage_min"], TH.ocv_curve_v, grid))[at_rest]  # fmt: skip
+        assert soc["readings"] == rest["readings"] and soc["reason"] == rest["reason"]
+        if at_rest.any():
+            assert [soc["p50"], soc["p95"], soc["max"]] == pytest.approx(
+                [np.percentile(soc_spread, 50), np.percentile(soc_spread, 95), soc_spread.max()], abs=1e-3
+            )
         bridged = dt <= TH.gap_s
         hot = np.sum(dt[bridged & (values["cell_temp_max"] > TH.temp_warning_c)]) / 60
         assert block["temperature"]["minutes_above_warning"] == pytest.approx(hot, abs=1e-3)
@@ -463,6 +472,30 @@ def test_temperature_minutes_and_pack_consistency_count_what_they_say(tmp_path: 
     assert block["pack_voltage"]["fraction_outside"] == pytest.approx(1 / 302, abs=1e-6)
 
 
+def test_the_at_rest_soc_spread_reads_the_same_imbalance_alike_wherever_the_ocv_curve_is_steep(
+    tmp_path: Path,
+) -> None:
+    """Protects the cell_imbalance figure: two cells 2 SOC points apart read 8 mV at 40 % (the curve's flat middle,
+    4 mV a point) and 20 mV at 92 % (10 mV a point), yet the figure is 2.0 points in both; it counts the at-rest
+    readings only (rest 300 s), clamps voltages beyond the curve's ends to 0 and 100 %, and a curve that does not
+    rise is refused."""
+    mid = [row(k, cell_min=3.690, cell_max=3.698, soc=41.0, vehicle="mid") for k in range(600)]
+    full = [row(k, cell_min=4.080, cell_max=4.100, soc=93.0, vehicle="full") for k in range(600)]
+    loaded = [row(k, -30.0, cell_min=3.690, cell_max=3.740, vehicle="loaded") for k in range(600)]
+    beyond = [row(k, cell_min=3.200, cell_max=4.250, vehicle="beyond") for k in range(600)]
+    blocks = run(tmp_path, mid + full + loaded + beyond)
+    for vehicle, mv in (("mid", 8.0), ("full", 20.0)):
+        assert blocks[vehicle]["cell_voltage_spread_mv"]["at_rest"]["p50"] == pytest.approx(mv)  # unchanged meaning
+        assert blocks[vehicle]["rest_soc_spread_pct"] == {
+            "readings": 300, "p50": 2.0, "p95": 2.0, "max": 2.0, "reason": None,
+        }  # fmt: skip
+    assert blocks["loaded"]["rest_soc_spread_pct"]["p50"] is None
+    assert blocks["loaded"]["rest_soc_spread_pct"]["reason"].startswith("no reading at rest")
+    assert blocks["beyond"]["rest_soc_spread_pct"]["max"] == 100.0
+    with pytest.raises(ValueError, match="rise strictly"):
+        analytics.soc_of_voltage("cv", (3.3, 3.3, 4.2))
+
+
 def test_thresholds_are_spliced_as_numbers_only() -> None:
     assert analytics._num(5) == "5.0E0" and analytics._num(1e-7) == "1E-07"
     with pytest.raises(ValueError, match="finite"):
@@ -485,7 +518,7 @@ def test_the_hourly_job_adds_the_block_after_unchanged_keys_with_its_settings_an
     assert list(document) == ["aggregation_timestamp", "time_range", "vehicles", "quality", "analytics"]
     assert all(list(vehicle) == ["vehicle_id", "message_count", *SIGNALS] for vehicle in document["vehicles"])
     block = document["analytics"]
-    assert block["thresholds"] == asdict(TH) | {"gap_s": 0.5}  # type: ignore[index]
+    assert block["thresholds"] == orjson.loads(orjson.dumps(asdict(TH) | {"gap_s": 0.5}))  # type: ignore[index]
     assert [v["vehicle_id"] for v in block["vehicles"]] == ["veh-00001", "veh-00002"]  # type: ignore[index]
     first = block["vehicles"][0]  # type: ignore[index]
     assert first["samples"]["readings"] == 20 and first["gaps"]["count"] == 19  # one reading a second: all gaps

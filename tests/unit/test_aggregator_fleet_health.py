@@ -348,3 +348,39 @@ def test_cooling_fault_needs_a_module_lagging_its_pump_not_a_hot_aged_pack_or_a_
     assert hot["severity"] == "critical" and hot["evidence"]["lag_p95_c_max"] == 5.0
     older = {k: v for k, v in block.items() if k != "module_lag"}
     assert cooling([fleet_health.Hour(START, older)]) == []
+
+
+def test_cell_imbalance_is_judged_in_soc_points_not_millivolts(fleet: Day) -> None:
+    """Protects the cell_imbalance rule: a healthy pack resting near full reads 50-58 mV (the OCV curve is steep
+    there) but its cells are only ~5 SOC points apart, so no alert (the millivolt rule flagged one on the 50 x 2-day
+    scorecard); a pack whose cells are ALERT_IMBALANCE_SOC_PCT apart in two rest hours (or the only one) is alerted,
+    critical from ALERT_IMBALANCE_CRITICAL_SOC_PCT; one high hour among several is not; an aggregate from before
+    the figure is not judged."""
+    healthy = next(vid for vid, facts in fleet.truth.items() if not facts["faults"])
+    path = sorted((fleet.directory / "aggregated").glob("aggregated-*.json"))[0]
+    block = next(b for b in orjson.loads(path.read_bytes())["analytics"]["vehicles"] if b["vehicle_id"] == healthy)
+    settings = AggregatorSettings()
+
+    def hour(i: int, mv: float, points: float) -> fleet_health.Hour:
+        rest = {"readings": 900, "p50": mv, "p95": mv + 1, "max": mv + 2, "reason": None}
+        spread = block["cell_voltage_spread_mv"] | {"at_rest": rest}
+        soc = {"readings": 900, "p50": points, "p95": points + 0.2, "max": points + 0.3, "reason": None}
+        samples = block["samples"] | {"first": f"2026-01-15T{i:02d}:00:00Z"}
+        changed = {"cell_voltage_spread_mv": spread, "rest_soc_spread_pct": soc, "samples": samples}
+        return fleet_health.Hour(START.replace(hour=i), block | changed)
+
+    def imbalance(hours: list[fleet_health.Hour]) -> list[dict[str, Any]]:
+        return [a for a in fleet_health.alerts_for(healthy, hours, settings) if a["kind"] == "cell_imbalance"]
+
+    assert imbalance([hour(2, 55.0, 5.0), hour(3, 58.0, 5.1), hour(9, 30.0, 4.4)]) == []  # veh-00034 near full
+    (alert,) = imbalance([hour(5, 45.0, 11.0), hour(6, 90.0, 12.0), hour(9, 20.0, 4.0)])  # a sinking cell
+    assert (alert["first_seen"], alert["severity"]) == ("2026-01-15T05:00:00Z", "warning")
+    assert alert["evidence"] | {"hours": None} == {
+        "rest_soc_spread_pct_median": 11.5, "rest_spread_mv_median": 67.5, "rest_hours_above": 2, "rest_hours": 3,
+        "hours": None, "threshold_soc_pct": 10.0,
+    }  # fmt: skip
+    (critical,) = imbalance([hour(7, 120.0, 21.0)])  # the day's only rest hour
+    assert critical["severity"] == "critical"
+    assert imbalance([hour(7, 60.0, 12.0), hour(8, 20.0, 4.0)]) == []  # one high hour among several
+    older = {k: v for k, v in hour(7, 120.0, 21.0).block.items() if k != "rest_soc_spread_pct"}
+    assert imbalance([fleet_health.Hour(START, older)]) == []

@@ -258,3 +258,26 @@ def test_spark_computes_the_battery_analytics_duckdb_computes(
     assert on_spark is not None and set(on_spark) == set(duck.blocks)
     assert [d for vid in duck.blocks for d in close(on_spark[vid], duck.blocks[vid], vid)] == []
     assert any(block["resistance"]["steps"] for block in duck.blocks.values())  # steps were compared, not only nulls
+
+
+def test_spark_reads_the_at_rest_soc_spread_off_the_ocv_curve_as_duckdb_does(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Protects the cell_imbalance figure's parity: the OCV curve read backwards (a CASE per segment, clamped at its
+    ends) gives the same at-rest SOC spread on Spark as on DuckDB, for resting packs at mid SOC, near full, beyond
+    the curve and under load (null)."""
+    from tests.unit.test_aggregator_analytics import TH, row, run
+
+    rows = [
+        row(k, current, cell_min=low, cell_max=high, vehicle=vehicle)
+        for vehicle, current, low, high in (
+            ("mid", 0.0, 3.690, 3.698), ("full", 0.0, 4.080, 4.100), ("beyond", 0.0, 3.200, 4.250),
+            ("loaded", -30.0, 3.690, 3.740), ("varied", 0.0, 3.611, 3.733),
+        )
+        for k in range(400)
+    ]  # fmt: skip
+    duck = run(tmp_path, rows)
+    _, on_spark = engine.roll_up_spark(spark, sorted(tmp_path.glob("hour-*.parquet")), TH)
+    assert on_spark is not None and set(on_spark) == set(duck)
+    assert [d for vid in duck for d in close(on_spark[vid], duck[vid], vid)] == []
+    assert duck["varied"]["rest_soc_spread_pct"]["p50"] is not None
