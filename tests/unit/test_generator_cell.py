@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from src.common.settings import AggregatorSettings
 from src.generator.cell import (
     OCV_25C_V,
     CellParameters,
@@ -21,6 +22,13 @@ from src.generator.cell import (
 )
 
 CELL = CellParameters()
+
+
+def test_the_analytics_default_ocv_curve_is_the_simulated_cells() -> None:
+    """ANALYTICS_OCV_CURVE_V's default reads SOC off the very curve the simulated cells follow (same grid, same
+    volts), so the simulator's imbalance and the analytics' reading of it cannot drift apart."""
+    default = AggregatorSettings.model_fields["analytics_ocv_curve_v"].default
+    np.testing.assert_allclose(default, OCV_25C_V, atol=1e-9)
 
 
 def test_ocv_follows_the_nmc_table_and_rises_with_soc() -> None:
