@@ -285,6 +285,9 @@ class DashboardSettings(CommonSettings):
         300.0, ge=10, le=3_600, description="Span of the charts and of the latency percentiles (kept in memory)"
     )
     dashboard_scrape_timeout_s: float = Field(2.0, gt=0, le=30, description="Bound on one scrape or SQS call")
+    dashboard_fleet_idle_s: float = Field(
+        60.0, gt=0, le=3_600, description="Fleet page: stop reading batch files this long after the last live request"
+    )
     dashboard_vehicle_points: int = Field(
         1000, ge=50, le=10_000, description="Vehicle page: at most this many points per chart (min/max buckets beyond)"
     )

@@ -76,7 +76,13 @@ def _lifespan(given: DashboardSettings | None) -> Callable[[FastAPI], Any]:
             pipeline = build_pipeline(settings, session, QueueProbe(client, settings))
             app.state.pipeline = pipeline
             poller = asyncio.create_task(pipeline.run(), name="dashboard-poller")
-            fleet = Fleet(settings.raw_dir, settings.curated_dir, settings.aggregated_dir, settings.dashboard_refresh_s)
+            fleet = Fleet(
+                settings.raw_dir,
+                settings.curated_dir,
+                settings.aggregated_dir,
+                settings.dashboard_refresh_s,
+                idle_s=settings.dashboard_fleet_idle_s,
+            )
             app.state.fleet = fleet
             fleet_task = asyncio.create_task(fleet.run(), name="dashboard-fleet")
             app.state.settings = settings  # from here on the token gate lets requests through

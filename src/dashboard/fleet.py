@@ -6,7 +6,8 @@ Two views, the same columns (docs/dashboard.md, "Fleet page"):
   (:mod:`src.dashboard.live`), its energy, sessions and time split from the newest hourly
   aggregate's ``analytics`` block (labelled with that hour), its state of health, capacity
   and open alerts from the newest fleet-health document. Rebuilt by :class:`Fleet`'s
-  background loop every ``DASHBOARD_REFRESH_S`` and kept serialised, so requests cost no I/O.
+  background loop every ``DASHBOARD_REFRESH_S`` while the live view is asked for (within
+  ``DASHBOARD_FLEET_IDLE_S``), kept serialised, so requests cost no I/O; idle otherwise.
 - **a past hour** (``/api/fleet?hour=YYYY-MM-DDTHH``): each vehicle's last reading of that
   hour from the curated Parquet (:func:`src.dashboard.queries.last_readings`), the hour's aggregate, and
   the fleet-health document of the hour's day. Built on request in a worker thread, cached
@@ -43,6 +44,8 @@ HOUR_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}$")
 HOURS_LISTED = 72
 """Aggregated hours offered in the page's hour picker, newest first."""
 HOUR_VIEWS_KEPT = 8
+FIRST_VIEW_WAIT_S = 30.0
+"""How long a live request after an idle spell waits for its refresh before answering what there is."""
 EVIDENCE_CHARS = 120
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 RULE_FIELDS = {"rest_current_a": "analytics_rest_current_a", "session_merge_s": "analytics_session_merge_s",
@@ -231,6 +234,11 @@ def hour_base(readings: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, 
     }
 
 
+def hour_labels(hours: Sequence[datetime]) -> list[str]:
+    """The aggregated hours (oldest first) the page's picker offers: the newest ``HOURS_LISTED``, newest first."""
+    return [hour_label(h) for h in reversed(hours[-HOURS_LISTED:])]
+
+
 def _stamp(path: Path) -> Stamp:
     try:
         status = path.stat()
@@ -261,7 +269,12 @@ def read_cached(cached: Cached, path: Path, read: Callable[[], dict[str, Any] | 
 
 
 class Fleet:
-    """Keeps the live view fresh (:meth:`run`) and builds past hours' views on request (:meth:`hour_view`)."""
+    """Keeps the live view fresh while it is asked for (:meth:`run`, :meth:`live_view`), builds past hours' on request.
+
+    The loop refreshes every ``refresh_s`` while :meth:`live_view` was called within the last
+    ``idle_s`` seconds, and otherwise waits on an event, reading nothing. A live request after
+    an idle spell wakes it and waits for that refresh, so it never answers a stale view.
+    """
 
     def __init__(
         self,
@@ -270,10 +283,12 @@ class Fleet:
         aggregated_dir: Path,
         refresh_s: float,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        idle_s: float = 60.0,
     ) -> None:
         self.curated_dir = curated_dir
         self.aggregated_dir = aggregated_dir
         self.refresh_s = refresh_s
+        self.idle_s = idle_s
         self.clock = clock
         self.tailer = Tailer(raw_dir, default_rules())
         self.aggregate = Cached()
@@ -283,16 +298,43 @@ class Fleet:
         self.body: bytes | None = None
         self._hour_views: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._hour_lock = asyncio.Lock()
+        self._asked = asyncio.Event()
+        """Set by a live request, cleared by the loop when it goes idle: the loop runs while it is set."""
+        self._asked_at = float("-inf")
+        """The event loop's time of the last live request."""
+        self._current = False
+        """Whether :attr:`body` comes from a refresh since the loop last woke (owned by the loop)."""
+        self._refreshed = asyncio.Event()
+        """Set when the refresh under way (or the next one) ends; replaced by a new one after it."""
+        self.idle = asyncio.Event()
+        """Set while the loop waits for a live request (owned by the loop)."""
 
     # ----- live -----
+
+    def ask(self) -> None:
+        """Mark the live view asked for now: the loop wakes if idle and keeps refreshing for ``idle_s``."""
+        self._asked_at = asyncio.get_running_loop().time()
+        self._asked.set()
+
+    async def live_view(self) -> bytes:
+        """The live view as JSON, marking it asked for; after an idle spell, once the refresh it wakes has ended.
+
+        Waits at most :data:`FIRST_VIEW_WAIT_S` (then answers what :meth:`live_body` has).
+        """
+        self.ask()
+        if not self._current:  # the body is from before the idle spell (or none): show the fleet as it is now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refreshed.wait(), FIRST_VIEW_WAIT_S)
+        return self.live_body()
 
     def live_body(self) -> bytes:
         """The latest live view as JSON; before the first refresh, one that says it is collecting."""
         if self.body is not None:
             return self.body
-        return orjson.dumps(self._frame("live", hour_label(self.clock()), [{"level": "info", "text": "collecting…"}]))
+        collecting: list[Notice] = [{"level": "info", "text": "collecting…"}]
+        return orjson.dumps(self._frame("live", hour_label(self.clock()), collecting, self.hours))
 
-    def _frame(self, mode: str, hour: str, notices: list[Notice]) -> dict[str, Any]:
+    def _frame(self, mode: str, hour: str, notices: list[Notice], hours: list[str]) -> dict[str, Any]:
         return {
             "mode": mode,
             "hour": hour,
@@ -302,7 +344,7 @@ class Fleet:
             "health_day": None,
             "rules": None,
             "notices": notices,
-            "hours": self.hours,
+            "hours": hours,
             "counts": None,
             "rows": [],
             "alerts": [],
@@ -311,7 +353,7 @@ class Fleet:
     def read_reports(self) -> None:
         """The newest aggregate and fleet-health document, read again only when their files changed."""
         hours = reports.aggregated_hours(self.aggregated_dir)
-        self.hours = [hour_label(h) for h in reversed(hours[-HOURS_LISTED:])]
+        self.hours = hour_labels(hours)
         self.aggregate_hour = hours[-1] if hours else None
         if self.aggregate_hour is None:
             self.aggregate = Cached()
@@ -339,7 +381,7 @@ class Fleet:
         energy_hour = hour_label(self.aggregate_hour) if self.aggregate_hour else None
         analytics = self._analytics(self.aggregate, energy_hour, notices)
         health = self._health(self.health, None, notices)
-        view = self._frame("live", hour_label(now), notices)
+        view = self._frame("live", hour_label(now), notices, self.hours)
         view |= {
             "energy_hour": energy_hour if analytics is not None else None,
             "health_day": health.day,
@@ -391,20 +433,41 @@ class Fleet:
             return Health()
 
     async def run(self) -> None:
-        """Refresh every ``refresh_s`` until cancelled; a refresh that fails is logged and shown, then retried."""
+        """Refresh every ``refresh_s`` while the live view is asked for, wait idle otherwise, until cancelled.
+
+        A refresh that fails is logged and shown, then retried.
+        """
         loop = asyncio.get_running_loop()
         while True:
+            await self._wait_until_asked()
             started = loop.time()
-            try:
-                await asyncio.to_thread(self.refresh)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("fleet refresh failed")
-                failed = self._frame("live", hour_label(self.clock()), [{"level": "error", "text": f"the live "
-                                     f"view could not be refreshed: {type(exc).__name__}: {exc}"[:300]}])  # fmt: skip
-                self.body = orjson.dumps(failed)
+            await self._refresh_once()
+            self._current = True
+            self._refreshed.set()
+            self._refreshed = asyncio.Event()
+            if loop.time() - self._asked_at > self.idle_s:  # nobody looked for idle_s: stop reading files
+                self._asked.clear()
+                self._current = False
+                continue
             await asyncio.sleep(max(0.0, self.refresh_s - (loop.time() - started)))
+
+    async def _wait_until_asked(self) -> None:
+        """Return at once while the live view is asked for; otherwise mark the loop idle and wait for a request."""
+        if self._asked.is_set():
+            return
+        self.idle.set()
+        await self._asked.wait()
+        self.idle.clear()
+
+    async def _refresh_once(self) -> None:
+        """One refresh in a worker thread; its failure becomes the live view (an error notice), never an exception."""
+        try:
+            await asyncio.to_thread(self.refresh)
+        except Exception as exc:
+            log.exception("fleet refresh failed")
+            notice: Notice = {"level": "error", "text": f"the live view could not be refreshed: "
+                              f"{type(exc).__name__}: {exc}"[:300]}  # fmt: skip
+            self.body = orjson.dumps(self._frame("live", hour_label(self.clock()), [notice], self.hours))
 
     # ----- a past hour -----
 
@@ -417,20 +480,24 @@ class Fleet:
         files = queries.curated_files(self.curated_dir, hour)
         aggregate_path = self.aggregated_dir / aggregated_file_name(hour)
         health_path = self.aggregated_dir / fleet_health_file_name(hour.date())
-        key = (hour, tuple(_stamp(f) for f in files), _stamp(aggregate_path), _stamp(health_path))
+        hours = hour_labels(reports.aggregated_hours(self.aggregated_dir))  # its own: the live loop may be idle
+        key = (hour, tuple(_stamp(f) for f in files), _stamp(aggregate_path), _stamp(health_path), tuple(hours))
         if key in self._hour_views:
             self._hour_views.move_to_end(key)
             return self._hour_views[key]
-        body = orjson.dumps(self.build_hour(hour, files, aggregate_path, health_path))
+        body = orjson.dumps(self.build_hour(hour, files, aggregate_path, health_path, hours))
         self._hour_views[key] = body
         while len(self._hour_views) > HOUR_VIEWS_KEPT:
             self._hour_views.popitem(last=False)
         return body
 
     def build_hour(
-        self, hour: datetime, files: Sequence[Path], aggregate_path: Path, health_path: Path
+        self, hour: datetime, files: Sequence[Path], aggregate_path: Path, health_path: Path, hours: list[str]
     ) -> dict[str, Any]:
-        """Every vehicle's row for ``hour``: its last curated reading, the hour's analytics, its day's health."""
+        """Every vehicle's row for ``hour``: its last curated reading, the hour's analytics, its day's health.
+
+        ``hours`` are the picker's aggregated hours.
+        """
         label = hour_label(hour)
         notices: list[Notice] = []
         readings: dict[str, dict[str, Any]] = {}
@@ -454,7 +521,7 @@ class Fleet:
         health_doc = read_cached(Cached(), health_path, lambda: reports.fleet_health(self.aggregated_dir, hour.date()))
         health = self._health(health_doc, hour.date(), notices)
         rules, rules_source = rules_of(aggregate.document)
-        view = self._frame("hour", label, notices)
+        view = self._frame("hour", label, notices, hours)
         view |= {
             "energy_hour": label if analytics is not None else None,
             "health_day": health.day,

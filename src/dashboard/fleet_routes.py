@@ -28,8 +28,11 @@ router = APIRouter()
 
 
 @router.get("/fleet", response_class=HTMLResponse)
-async def fleet_page(hour: str | None = None) -> Response:
-    if hour is not None:
+async def fleet_page(request: Request, hour: str | None = None) -> Response:
+    if hour is None:
+        fleet: Fleet = request.app.state.fleet
+        fleet.ask()  # start the refresh now: the page's first /api/fleet then waits less
+    else:
         try:
             parse_hour(hour)
         except BadHour as exc:
@@ -41,7 +44,7 @@ async def fleet_page(hour: str | None = None) -> Response:
 async def fleet_api(request: Request, hour: str | None = None) -> Response:
     fleet: Fleet = request.app.state.fleet
     if hour is None:
-        return Response(fleet.live_body(), media_type="application/json")
+        return Response(await fleet.live_view(), media_type="application/json")
     try:
         moment = parse_hour(hour)
     except BadHour as exc:

@@ -92,8 +92,8 @@ def write_curated(curated_dir: Path, hour: datetime, rows: list[tuple[str, str, 
     return path
 
 
-def make_fleet(data: Path, now: datetime = NOW) -> Fleet:
-    return Fleet(data / "raw", data / "curated", data / "aggregated", 1.0, clock=lambda: now)
+def make_fleet(data: Path, now: datetime = NOW, idle_s: float = 60.0) -> Fleet:
+    return Fleet(data / "raw", data / "curated", data / "aggregated", 1.0, clock=lambda: now, idle_s=idle_s)
 
 
 def live(fleet: Fleet) -> dict[str, Any]:
@@ -242,6 +242,7 @@ def test_the_refresh_loop_keeps_going_after_a_failed_refresh(tmp_path: Path, mon
 
         monkeypatch.setattr(fleet, "refresh", failing)
         fleet.refresh_s = 0.01
+        fleet.ask()
         task = asyncio.create_task(fleet.run())
         await twice.wait()
         task.cancel()
@@ -251,6 +252,89 @@ def test_the_refresh_loop_keeps_going_after_a_failed_refresh(tmp_path: Path, mon
     asyncio.run(run_briefly())
     view = orjson.loads(fleet.live_body())
     assert view["notices"][0]["level"] == "error" and "OSError: disk on fire" in view["notices"][0]["text"]
+
+
+# ----- demand: the live loop reads only while the live view is asked for -----
+
+
+def counting(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the fleet's refreshes (each still runs)."""
+    calls: list[int] = []
+    real = fleet.refresh
+
+    def spy() -> None:
+        calls.append(1)
+        real()
+
+    monkeypatch.setattr(fleet, "refresh", spy)
+    return calls
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_nobody_asking_means_no_refresh_and_a_past_hour_still_lists_the_hours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_batch(tmp_path / "raw", NOW.replace(minute=0), 1, [record("veh-1", NOW - timedelta(seconds=30))])
+    write(tmp_path / "aggregated" / aggregated_file_name(PAST), aggregate([entry("veh-1", 2.5, 0.25)]))
+    fleet = make_fleet(tmp_path)
+    calls = counting(fleet, monkeypatch)
+
+    async def go() -> None:
+        task = asyncio.create_task(fleet.run())
+        await fleet.idle.wait()  # the loop parks before any refresh
+        past = orjson.loads(await fleet.hour_view(PAST))  # a past hour neither wakes it nor needs it
+        assert past["hours"] == ["2026-01-15T08"]
+        assert fleet.idle.is_set() and calls == []
+        await stop(task)
+
+    asyncio.run(go())
+    assert calls == [] and fleet.tailer.counts.files_read == 0
+
+
+def test_a_live_request_after_an_idle_spell_waits_for_a_complete_view_then_the_loop_idles_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hour = NOW.replace(minute=0)
+    write_batch(tmp_path / "raw", hour, 1, [record("veh-1", NOW - timedelta(seconds=30), soc=55.5)])
+    write(tmp_path / "aggregated" / aggregated_file_name(PAST), aggregate([entry("veh-1", 2.5, 0.25)]))
+    write(tmp_path / "aggregated" / fleet_health_file_name(date(2026, 1, 15)), health(date(2026, 1, 15)))
+    fleet = make_fleet(tmp_path, idle_s=0.05)
+    fleet.refresh_s = 0.01
+    calls = counting(fleet, monkeypatch)
+
+    async def go() -> None:
+        task = asyncio.create_task(fleet.run())
+        await fleet.idle.wait()
+        first = orjson.loads(await fleet.live_view())  # no "collecting…": this answer waited for its refresh
+        assert [(r["vehicle_id"], r["soc"]) for r in first["rows"]] == [("veh-1", 55.5), ("veh-2", None)]
+        assert first["notices"] == [] and first["energy_hour"] == "2026-01-15T08" and first["alerts"]
+        await fleet.idle.wait()  # nobody asked for idle_s: parked again
+        parked = len(calls)
+        assert parked >= 1
+        write_batch(tmp_path / "raw", hour, 2, [record("veh-1", NOW - timedelta(seconds=10), soc=55.0),
+                                                record("veh-2", NOW - timedelta(seconds=10), soc=70.0)])  # fmt: skip
+        assert len(calls) == parked and fleet.tailer.counts.files_read == 1  # idle: the new file is not read
+        again = orjson.loads(await fleet.live_view())  # after idle, not the view from before it
+        assert [(r["vehicle_id"], r["soc"], r["alerts"]) for r in again["rows"]] == [("veh-1", 55.0, 0),
+                                                                                    ("veh-2", 70.0, 2)]  # fmt: skip
+        assert len(calls) == parked + 1
+        await stop(task)
+
+    asyncio.run(go())
+
+
+def test_a_live_request_answers_what_there_is_when_no_refresh_comes_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fleet_module, "FIRST_VIEW_WAIT_S", 0.01)
+    fleet = make_fleet(tmp_path)
+    view = orjson.loads(asyncio.run(fleet.live_view()))  # no loop runs: the wait is bounded
+    assert view["notices"] == [{"level": "info", "text": "collecting…"}]
 
 
 # ----- a past hour -----
@@ -320,9 +404,11 @@ async def client(data: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     app.include_router(router)
     app.state.fleet = make_fleet(data)
+    loop = asyncio.create_task(app.state.fleet.run())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://dashboard") as http:
         yield http
+    await stop(loop)
 
 
 def test_routes_serve_the_page_and_its_json_and_refuse_a_malformed_hour_with_a_clear_400(tmp_path: Path) -> None:
@@ -336,8 +422,8 @@ def test_routes_serve_the_page_and_its_json_and_refuse_a_malformed_hour_with_a_c
             assert (await http.get("/fleet?hour=2026-01-15T08")).status_code == 200
             bad = await http.get("/fleet", params={"hour": "<b>2026</b>"})
             assert bad.status_code == 400 and "hour must be YYYY-MM-DDTHH" in bad.text and "<b>2026" not in bad.text
-            collecting = (await http.get("/api/fleet")).json()
-            assert collecting["mode"] == "live" and collecting["notices"][0]["text"] == "collecting…"
+            first = (await http.get("/api/fleet")).json()  # the page woke the loop; this waited for its refresh
+            assert first["mode"] == "live" and "no readings yet in the hour 2026-01-15T09" in texts(first)
             past = (await http.get("/api/fleet?hour=2026-01-15T08")).json()
             assert past["rows"][0]["soc"] == 61.0
             answer = await http.get("/api/fleet?hour=2026-13-01T00")
