@@ -33,7 +33,7 @@ import orjson
 from src.aggregator.hourly_stats import UploadFailed, put_file, render
 from src.aggregator.sources import S3Bucket
 from src.common.files import write_atomically
-from src.common.layout import aggregated_file_name, s3_aggregated_key
+from src.common.layout import aggregated_file_name, fleet_health_day, fleet_health_file_name, s3_aggregated_key
 from src.common.logs import configure_logging
 from src.common.settings import AggregatorSettings
 
@@ -47,11 +47,8 @@ VARIANTS_AH = (60.0, 94.0, 120.0)
 """The i3's capacity variants (docs/battery-model.md, "Pack"): what a nominal capacity is inferred from."""
 SOH_FITS = (70.0, 103.0)
 """A variant fits an estimate when the SOH it gives lies in this range (ageing 75-100 %, ±the estimate's error)."""
-PREFIX = "fleet-health-"
-
-
-def file_name(day: date) -> str:
-    return f"{PREFIX}{day.isoformat()}.json"
+file_name = fleet_health_file_name
+"""``fleet-health-YYYY-MM-DD.json``: named by the contract's layout (:mod:`src.common.layout`)."""
 
 
 @dataclass(frozen=True)
@@ -111,12 +108,9 @@ def vehicle_hours(aggregates: Mapping[datetime, Mapping[str, Any]]) -> dict[str,
 def earlier_days(aggregated_dir: Path, day: date) -> list[tuple[date, dict[str, Any]]]:
     """Earlier fleet-health documents under ``aggregated_dir``, oldest first."""
     found = []
-    for path in aggregated_dir.glob(f"{PREFIX}*.json"):
-        try:
-            then = date.fromisoformat(path.name[len(PREFIX) : -len(".json")])
-        except ValueError:
-            continue
-        if then < day:
+    for path in aggregated_dir.glob("fleet-health-*.json"):
+        then = fleet_health_day(path.name)
+        if then is not None and then < day:
             found.append((then, orjson.loads(path.read_bytes())))
     return sorted(found, key=lambda pair: pair[0])
 
