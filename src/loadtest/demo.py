@@ -299,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
             for row in answer:
                 print("   ", " | ".join(str(value) for value in row))
         print(f"  dashboard  {stack.dashboard_url}/pipeline")
+        print(f"             {stack.dashboard_url}/fleet")
+        for vehicle_id in sorted({fault.vehicle_id for fault in faults}):  # the faulty vehicle's page shows its alert
+            print(f"             {stack.dashboard_url}/vehicles/{vehicle_id}?window=1h")
         print(f"  took {time.perf_counter() - started:.1f} s", flush=True)
         hold(args.wait if args.wait is not None else sys.stdin.isatty())
     say("stopped every process it started")

@@ -134,6 +134,9 @@ def test_main_fails_on_what_it_promises_and_passes_otherwise(
         status = demo.main(["--data-dir", str(tmp_path), "--dashboard-port", "8051", "--no-wait"])
     out, err = capsys.readouterr()
     assert "  dashboard  http://127.0.0.1:8051/pipeline\n" in out  # in the summary, whatever the outcome
+    assert "             http://127.0.0.1:8051/fleet\n" in out
+    for fault in faults:  # each faulty vehicle's page, where its alert shows
+        assert f"             http://127.0.0.1:8051/vehicles/{fault.vehicle_id}?window=1h\n" in out
     assert status == (1 if message else 0)
     assert (err.startswith("FAILED: ") and message in err) if message else err == ""
 
