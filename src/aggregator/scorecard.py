@@ -24,6 +24,7 @@ import orjson
 
 from src.aggregator import analytics, fleet_health
 from src.aggregator.hourly_stats import curate_and_aggregate
+from src.common.layout import raw_hours
 from src.common.offline import START, Progress, lay_out, quiet, simulate
 from src.common.settings import AggregatorSettings
 
@@ -291,11 +292,7 @@ def reusable_hours(directory: Path, wanted: Mapping[str, Any]) -> list[datetime]
     if found != dict(wanted):
         raise RuntimeError(f"--reuse: {directory} holds a run of {found}, not {dict(wanted)}")
     raw = directory / "raw"
-    hours = sorted(
-        datetime.strptime(path.relative_to(raw).as_posix(), "year=%Y/month=%m/day=%d/hour=%H").replace(tzinfo=UTC)
-        for path in raw.glob("year=*/month=*/day=*/hour=*")
-        if any(path.glob("batch-*.jsonl"))
-    )
+    hours = raw_hours(raw)
     if not hours:
         raise RuntimeError(f"--reuse: no laid-out hour under {raw}")
     return hours

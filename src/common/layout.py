@@ -122,6 +122,15 @@ def partition_batch_files(partition: Path) -> list[Path]:
     return sorted(p for p in partition.iterdir() if batch_file_ms(p.name) is not None)
 
 
+def raw_hours(raw_dir: Path) -> list[datetime]:
+    """The hours under ``raw_dir`` whose partition holds at least one complete batch file, oldest first."""
+    return [
+        hour
+        for partition in hour_partitions(raw_dir)
+        if (hour := partition_hour(partition)) is not None and partition_batch_files(partition)
+    ]
+
+
 def aggregated_file_name(hour: datetime) -> str:
     return f"aggregated-{hour_label(hour)}.json"
 

@@ -29,11 +29,10 @@ from pathlib import Path
 from src.common.layout import (
     aggregated_file_name,
     hour_label,
-    hour_partitions,
     hour_start,
     partition_batch_files,
-    partition_hour,
     raw_hour_dir,
+    raw_hours,
 )
 from src.common.offline import lay_out, simulate
 
@@ -59,11 +58,8 @@ class FleetOptions:
 
 def newest_raw_hour(raw_dir: Path) -> datetime | None:
     """The newest hour partition under ``raw_dir`` holding a batch file; None when there is none."""
-    for partition in reversed(hour_partitions(raw_dir)):
-        hour = partition_hour(partition)
-        if hour is not None and partition_batch_files(partition):
-            return hour
-    return None
+    hours = raw_hours(raw_dir)
+    return hours[-1] if hours else None
 
 
 def history_window(now: datetime, hours: int, newest_on_disk: datetime | None) -> tuple[datetime, datetime] | None:

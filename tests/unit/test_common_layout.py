@@ -20,6 +20,7 @@ from src.common.layout import (
     parse_hour_label,
     previous_full_hour,
     raw_hour_dir,
+    raw_hours,
 )
 
 MOMENT = datetime(2025, 10, 19, 12, 34, 56, 123456, tzinfo=UTC)
@@ -224,3 +225,18 @@ def test_aggregated_file_name_names_the_utc_hour() -> None:
     assert aggregated_file_name(datetime(2025, 10, 19, 14, 30, tzinfo=timezone(timedelta(hours=2)))) == (
         "aggregated-2025-10-19T12.json"
     )
+
+
+def test_raw_hours_are_the_partitions_holding_a_complete_batch_file_oldest_first(tmp_path: Path) -> None:
+    """An empty partition, one with only a temporary file, and a directory that is no hour are not hours."""
+    later, empty, writing = HOUR.replace(hour=14), HOUR.replace(hour=13), HOUR.replace(hour=15)
+    for hour in (later, HOUR):
+        directory = raw_hour_dir(tmp_path, hour)
+        directory.mkdir(parents=True)
+        (directory / batch_file_name(1_700_000_000_000)).write_text("{}\n")
+    raw_hour_dir(tmp_path, empty).mkdir(parents=True)
+    raw_hour_dir(tmp_path, writing).mkdir(parents=True)
+    (raw_hour_dir(tmp_path, writing) / ".batch-1.tmp").write_text("{}\n")
+    (tmp_path / "year=2025" / "month=13" / "day=01" / "hour=00").mkdir(parents=True)
+    assert raw_hours(tmp_path) == [HOUR, later]
+    assert raw_hours(tmp_path / "nowhere") == []
