@@ -36,7 +36,7 @@ from src.common.layout import aggregated_file_name, fleet_health_file_name, hour
 from src.common.settings import AggregatorSettings
 from src.dashboard import queries, reports
 from src.dashboard.live import CHARGING, DRIVING, PARKED, Rules, Tailer, live_row
-from src.dashboard.reports import ReportError, unreadable
+from src.dashboard.reports import ReportError, Stamp, file_stamp, unreadable
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ RULE_FIELDS = {"rest_current_a": "analytics_rest_current_a", "session_merge_s": 
                "session_min_s": "analytics_session_min_s"}  # fmt: skip
 """The thresholds that decide a state: the aggregate's ``analytics.thresholds`` key -> the setting that owns it."""
 Notice = dict[str, str]
-Stamp = tuple[str, int, int] | None
 
 
 class BadHour(ValueError):
@@ -239,14 +238,6 @@ def hour_labels(hours: Sequence[datetime]) -> list[str]:
     return [hour_label(h) for h in reversed(hours[-HOURS_LISTED:])]
 
 
-def _stamp(path: Path) -> Stamp:
-    try:
-        status = path.stat()
-    except FileNotFoundError:
-        return None
-    return path.name, status.st_mtime_ns, status.st_size
-
-
 @dataclass
 class Cached:
     """A report read once and kept while its file is unchanged."""
@@ -258,7 +249,7 @@ class Cached:
 
 def read_cached(cached: Cached, path: Path, read: Callable[[], dict[str, Any] | None]) -> Cached:
     """``cached`` if ``path`` is unchanged since, else the report read again (its damage kept as the error)."""
-    stamp = _stamp(path)
+    stamp = file_stamp(path)
     if stamp is not None and stamp == cached.stamp:
         return cached
     try:
@@ -481,7 +472,8 @@ class Fleet:
         aggregate_path = self.aggregated_dir / aggregated_file_name(hour)
         health_path = self.aggregated_dir / fleet_health_file_name(hour.date())
         hours = hour_labels(reports.aggregated_hours(self.aggregated_dir))  # its own: the live loop may be idle
-        key = (hour, tuple(_stamp(f) for f in files), _stamp(aggregate_path), _stamp(health_path), tuple(hours))
+        stamps = (tuple(file_stamp(f) for f in files), file_stamp(aggregate_path), file_stamp(health_path))
+        key = (hour, *stamps, tuple(hours))
         if key in self._hour_views:
             self._hour_views.move_to_end(key)
             return self._hour_views[key]

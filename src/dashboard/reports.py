@@ -22,6 +22,19 @@ MESSAGE_CHARS = 300
 """A problem's message on a page is cut to this (a DuckDB error can run to pages)."""
 
 
+Stamp = tuple[str, int, int] | None
+"""A file as last seen: (name, mtime in ns, size); None when it does not exist."""
+
+
+def file_stamp(path: Path) -> Stamp:
+    """``path``'s :data:`Stamp`: equal stamps, the same report bytes (reports are written by rename, never in place)."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return path.name, status.st_mtime_ns, status.st_size
+
+
 class ReportError(ValueError):
     """A report exists but cannot be read as one (names the file)."""
 

@@ -122,18 +122,16 @@ class ReportCache:
 
     def __init__(self, max_entries: int = MAX_CACHED_REPORTS) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
+        self._entries: OrderedDict[reports.Stamp, Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(
         self, path: Path, read: Callable[[], dict[str, Any] | None], extract: Callable[[dict[str, Any]], Any]
     ) -> Any:
         """The extract of the report at ``path`` (None when there is no such file)."""
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
+        key = reports.file_stamp(path)
+        if key is None:
             return None
-        key = (str(path), stat.st_mtime_ns, stat.st_size)
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
